@@ -1,0 +1,296 @@
+-- webhook_ext SQL API. Runs last in CREATE EXTENSION (pgrx "finalize"), after the Rust
+-- functions it calls (webhook_check_subscription, webhook_envelope, ...) exist.
+-- Every name is schema-qualified with @extschema@ so that the caller's search_path cannot
+-- redirect it; SECURITY DEFINER functions also pin their own search_path.
+
+------------------------------------------------------------------------------------------
+-- Validation: the same checks for the functions and for plain INSERT/UPDATE on webhook.
+------------------------------------------------------------------------------------------
+CREATE FUNCTION webhook_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.url IS DISTINCT FROM OLD.url THEN
+        RAISE EXCEPTION 'invalid url: the url of webhook % cannot be changed after creation', OLD.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Create a new webhook with webhook_create() and delete this one.';
+    END IF;
+    PERFORM @extschema@.webhook_check_subscription(
+        NEW.url, NEW.secret, NEW.events, NEW.headers::text, NEW.signature_header);
+    IF NEW.retry_schedule IS NOT NULL AND (
+           cardinality(NEW.retry_schedule) NOT BETWEEN 1 AND 50
+        OR array_position(NEW.retry_schedule, NULL) IS NOT NULL
+        OR EXISTS (SELECT 1 FROM unnest(NEW.retry_schedule) AS d
+                    WHERE d < interval '0' OR d > interval '7 days')) THEN
+        RAISE EXCEPTION 'invalid retry_schedule: it needs 1 to 50 delays, each between 0 and 7 days'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+        IF NEW.active AND NOT OLD.active THEN
+            NEW.disabled_reason := NULL;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER webhook_before_write
+    BEFORE INSERT OR UPDATE ON webhook
+    FOR EACH ROW EXECUTE FUNCTION webhook_before_write();
+
+-- A webhook switched off keeps nothing queued: its pending deliveries become 'cancelled'
+-- (they can be retried by hand, or replayed, once it is active again).
+CREATE FUNCTION webhook_after_deactivate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE @extschema@.webhook_delivery
+       SET status = 'cancelled',
+           next_attempt_at = NULL,
+           error = coalesce('webhook disabled: ' || NEW.disabled_reason, 'webhook deactivated'),
+           updated_at = now()
+     WHERE webhook_id = NEW.id AND status = 'pending';
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhook_after_deactivate
+    AFTER UPDATE OF active ON webhook
+    FOR EACH ROW WHEN (OLD.active AND NOT NEW.active)
+    EXECUTE FUNCTION webhook_after_deactivate();
+
+------------------------------------------------------------------------------------------
+-- Subscriptions
+------------------------------------------------------------------------------------------
+CREATE FUNCTION webhook_create(
+    url         text,
+    secret      text    DEFAULT NULL,
+    events      text[]  DEFAULT '{*}',
+    description text    DEFAULT NULL,
+    name        text    DEFAULT NULL,
+    headers     jsonb   DEFAULT '{}',
+    verify      boolean DEFAULT false
+) RETURNS webhook
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    created @extschema@.webhook;
+    effective_secret text := coalesce(webhook_create.secret, @extschema@.webhook_generate_secret());
+BEGIN
+    -- Validate before any network traffic; the row trigger checks again on INSERT.
+    PERFORM @extschema@.webhook_check_subscription(
+        webhook_create.url, effective_secret, webhook_create.events,
+        webhook_create.headers::text, 'X-Webhook-Signature');
+    IF coalesce(webhook_create.verify, false) THEN
+        PERFORM @extschema@.webhook_verify_endpoint(
+            webhook_create.url, effective_secret, webhook_create.headers::text);
+    END IF;
+    INSERT INTO @extschema@.webhook (url, secret, events, description, name, headers)
+    VALUES (webhook_create.url, effective_secret, webhook_create.events,
+            webhook_create.description, webhook_create.name, webhook_create.headers)
+    RETURNING * INTO created;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) IS
+    'Register a webhook; a NULL secret is generated and returned once in the row';
+
+CREATE FUNCTION webhook_update(
+    id          bigint,
+    description text    DEFAULT NULL,
+    secret      text    DEFAULT NULL,
+    events      text[]  DEFAULT NULL,
+    headers     jsonb   DEFAULT NULL,
+    active      boolean DEFAULT NULL
+) RETURNS webhook
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    updated @extschema@.webhook;
+BEGIN
+    UPDATE @extschema@.webhook AS w
+       SET description = coalesce(webhook_update.description, w.description),
+           secret      = coalesce(webhook_update.secret, w.secret),
+           events      = coalesce(webhook_update.events, w.events),
+           headers     = coalesce(webhook_update.headers, w.headers),
+           active      = coalesce(webhook_update.active, w.active)
+     WHERE w.id = webhook_update.id
+    RETURNING w.* INTO updated;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_update.id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    -- The secret is shown once, at creation (or by webhook_rotate_secret): never again.
+    updated.secret := NULL;
+    updated.previous_secret := NULL;
+    RETURN updated;
+END
+$$;
+COMMENT ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) IS
+    'Change a webhook; NULL arguments leave their field unchanged';
+
+CREATE FUNCTION webhook_delete(id bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM @extschema@.webhook AS w WHERE w.id = webhook_delete.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_delete.id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION webhook_delete(bigint) IS
+    'Delete a webhook and all its deliveries and attempts (irreversible)';
+
+CREATE FUNCTION webhook_rotate_secret(
+    id         bigint,
+    new_secret text     DEFAULT NULL,
+    grace      interval DEFAULT '24 hours'
+) RETURNS webhook
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rotated @extschema@.webhook;
+BEGIN
+    IF grace IS NULL OR grace < interval '0' OR grace > interval '30 days' THEN
+        RAISE EXCEPTION 'invalid grace: it must be between 0 and 30 days'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE @extschema@.webhook AS w
+       SET previous_secret = CASE WHEN grace > interval '0' THEN w.secret END,
+           previous_secret_expires_at = CASE WHEN grace > interval '0' THEN now() + grace END,
+           secret = coalesce(webhook_rotate_secret.new_secret, @extschema@.webhook_generate_secret())
+     WHERE w.id = webhook_rotate_secret.id
+    RETURNING w.* INTO rotated;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_rotate_secret.id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    rotated.previous_secret := NULL;
+    RETURN rotated;
+END
+$$;
+COMMENT ON FUNCTION webhook_rotate_secret(bigint, text, interval) IS
+    'Replace the signing secret; the old one keeps signing (Standard Webhooks header) during grace';
+
+------------------------------------------------------------------------------------------
+-- Events
+------------------------------------------------------------------------------------------
+-- Queue one delivery per active webhook whose patterns match. `data` is JSON text: a row from
+-- row_to_json() keeps its column order in the body. `changes` becomes data.alteracoes.
+CREATE FUNCTION webhook_enqueue(event text, data json, changes json DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_event_id uuid := gen_random_uuid();
+    body text;
+    queued integer;
+BEGIN
+    -- Builds (and validates) the body even when nobody subscribes: a bad event name is an
+    -- error whether or not a webhook listens to it.
+    body := @extschema@.webhook_envelope(
+        new_event_id::text, webhook_enqueue.event,
+        extract(epoch FROM clock_timestamp())::bigint,
+        webhook_enqueue.data::text, webhook_enqueue.changes::text);
+    INSERT INTO @extschema@.webhook_delivery (webhook_id, event_id, event, body)
+    SELECT w.id, new_event_id, webhook_enqueue.event, body
+      FROM @extschema@.webhook AS w
+     WHERE w.active AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event);
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        PERFORM @extschema@.webhook_wake_on_commit();
+    END IF;
+    RETURN queued;
+END
+$$;
+
+CREATE FUNCTION webhook_emit(event text, data jsonb) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT @extschema@.webhook_enqueue(event, data::json);
+$$;
+COMMENT ON FUNCTION webhook_emit(text, jsonb) IS
+    'Queue an event for every active webhook whose events match; returns how many deliveries';
+
+-- Row-level AFTER trigger: webhook_trigger('cliente') emits cliente.created/updated/deleted;
+-- webhook_trigger('cliente.criado', 'cliente.atualizado', 'cliente.excluido') names them.
+CREATE FUNCTION webhook_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    event_name text;
+    changes json;
+BEGIN
+    IF TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' THEN
+        RAISE EXCEPTION 'webhook_trigger() must be used as an AFTER ... FOR EACH ROW trigger (trigger % on %.% is % %)',
+            TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_WHEN, TG_LEVEL
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF TG_NARGS = 1 THEN
+        event_name := TG_ARGV[0] || CASE TG_OP WHEN 'INSERT' THEN '.created'
+                                               WHEN 'UPDATE' THEN '.updated'
+                                               ELSE '.deleted' END;
+    ELSIF TG_NARGS = 3 THEN
+        event_name := TG_ARGV[CASE TG_OP WHEN 'INSERT' THEN 0 WHEN 'UPDATE' THEN 1 ELSE 2 END];
+    ELSE
+        RAISE EXCEPTION 'invalid event: webhook_trigger() takes one prefix or three event names (INSERT, UPDATE, DELETE), trigger % has %',
+            TG_NAME, TG_NARGS
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        PERFORM @extschema@.webhook_enqueue(event_name, row_to_json(NEW));
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM @extschema@.webhook_enqueue(event_name, row_to_json(OLD));
+    ELSE
+        -- Changed columns only, in column order; an UPDATE that changes nothing emits nothing.
+        SELECT json_object_agg(n.key, json_build_object('anterior', o.value, 'novo', n.value)
+                               ORDER BY n.ordinality)
+          INTO changes
+          FROM json_each(row_to_json(NEW)) WITH ORDINALITY AS n
+          JOIN json_each(row_to_json(OLD)) AS o ON o.key = n.key
+         WHERE n.value::text IS DISTINCT FROM o.value::text;
+        IF changes IS NOT NULL THEN
+            PERFORM @extschema@.webhook_enqueue(event_name, row_to_json(NEW), changes);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webhook_trigger() IS
+    'AFTER ... FOR EACH ROW trigger: one prefix, or three event names for INSERT, UPDATE, DELETE';
+
+------------------------------------------------------------------------------------------
+-- Deliveries
+------------------------------------------------------------------------------------------
+CREATE FUNCTION webhook_retry(id bigint) RETURNS webhook_delivery
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    retried @extschema@.webhook_delivery;
+BEGIN
+    -- One attempt now, in this session; recorded as manual. Errors P0002 / 55006.
+    PERFORM @extschema@.webhook_deliver_now(webhook_retry.id);
+    SELECT * INTO retried FROM @extschema@.webhook_delivery AS d WHERE d.id = webhook_retry.id;
+    RETURN retried;
+END
+$$;
+COMMENT ON FUNCTION webhook_retry(bigint) IS
+    'Make one delivery attempt now, in this session, and return the updated delivery';
+
+------------------------------------------------------------------------------------------
+-- Privileges: nothing is executable by PUBLIC. docs/SECURITY.md shows the GRANTs.
+------------------------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION webhook_before_write() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_after_deactivate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_delete(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_rotate_secret(bigint, text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_enqueue(text, json, json) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_emit(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_trigger() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_retry(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_check_subscription(text, text, text[], text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_generate_secret() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_events_match(text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_envelope(text, text, bigint, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_wake_on_commit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_verify_endpoint(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_deliver_now(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_ping(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_worker_status() FROM PUBLIC;

@@ -1,0 +1,139 @@
+-- webhook_ext tables, indexes and views. Runs first in CREATE EXTENSION (pgrx "bootstrap"),
+-- inside the schema chosen by CREATE EXTENSION ... SCHEMA (default: first of search_path).
+
+-- One row per subscription.
+CREATE TABLE webhook (
+    id                          bigserial PRIMARY KEY,
+    name                        text,
+    url                         text NOT NULL,
+    description                 text,
+    secret                      text NOT NULL,
+    -- The secret replaced by webhook_rotate_secret(); it keeps signing until it expires.
+    previous_secret             text,
+    previous_secret_expires_at  timestamptz,
+    events                      text[] NOT NULL DEFAULT '{*}',
+    headers                     jsonb NOT NULL DEFAULT '{}',
+    signature_header            text NOT NULL DEFAULT 'X-Webhook-Signature',
+    retry_schedule              interval[],
+    active                      boolean NOT NULL DEFAULT true,
+    disabled_reason             text,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE webhook IS 'webhook_ext: one row per subscription (URL, secret, event patterns)';
+COMMENT ON COLUMN webhook.secret IS 'HMAC-SHA256 signing secret; not readable by PUBLIC';
+COMMENT ON COLUMN webhook.retry_schedule IS 'delay before each attempt; NULL = the webhook.retry_schedule setting';
+
+-- One row per (event, subscriber).
+CREATE TABLE webhook_delivery (
+    id               bigserial PRIMARY KEY,
+    webhook_id       bigint NOT NULL REFERENCES webhook (id) ON DELETE CASCADE,
+    event_id         uuid NOT NULL,
+    event            text NOT NULL,
+    body             text NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'delivering', 'succeeded', 'failed', 'cancelled')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz DEFAULT now(),
+    -- While status = 'delivering': when the worker's claim expires and the row is re-queued.
+    lease_until      timestamptz,
+    response_status  integer,
+    response_body    text,
+    error            text,
+    duration_ms      integer,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    delivered_at     timestamptz
+);
+COMMENT ON TABLE webhook_delivery IS 'webhook_ext: one row per (event, subscriber) with its latest delivery state';
+
+-- The worker claims due rows per webhook, oldest first: this keeps a claim cheap however
+-- large the backlog is, and lets it be fair across webhooks.
+CREATE INDEX webhook_delivery_due_idx ON webhook_delivery (webhook_id, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_delivery_leased_idx ON webhook_delivery (lease_until)
+    WHERE status = 'delivering';
+CREATE INDEX webhook_delivery_finished_idx ON webhook_delivery (updated_at)
+    WHERE status IN ('succeeded', 'failed', 'cancelled');
+CREATE INDEX webhook_delivery_webhook_created_idx ON webhook_delivery (webhook_id, created_at);
+CREATE INDEX webhook_delivery_event_id_idx ON webhook_delivery (event_id);
+
+-- One row per HTTP attempt.
+CREATE TABLE webhook_attempt (
+    id               bigserial PRIMARY KEY,
+    delivery_id      bigint NOT NULL REFERENCES webhook_delivery (id) ON DELETE CASCADE,
+    attempt          integer NOT NULL,
+    manual           boolean NOT NULL DEFAULT false,
+    started_at       timestamptz NOT NULL,
+    duration_ms      integer,
+    response_status  integer,
+    response_body    text,
+    error            text
+);
+COMMENT ON TABLE webhook_attempt IS 'webhook_ext: one row per HTTP attempt';
+CREATE INDEX webhook_attempt_delivery_idx ON webhook_attempt (delivery_id);
+
+-- Subscriptions are configuration: pg_dump keeps them (and their ids) even though the
+-- tables belong to the extension. Deliveries are operational data and are dumped too, so
+-- that a restore loses no queued event.
+SELECT pg_catalog.pg_extension_config_dump('webhook', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_delivery', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_attempt', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_attempt_id_seq', '');
+
+-- Nothing is readable or writable by PUBLIC; docs/SECURITY.md shows the GRANTs for an app role.
+REVOKE ALL ON webhook, webhook_delivery, webhook_attempt FROM PUBLIC;
+REVOKE ALL ON SEQUENCE webhook_id_seq, webhook_delivery_id_seq, webhook_attempt_id_seq FROM PUBLIC;
+
+-- Per-webhook health, computed from the deliveries and their attempts.
+CREATE VIEW webhook_stats AS
+SELECT
+    w.id                                                      AS webhook_id,
+    w.name,
+    w.url,
+    w.active,
+    coalesce(d.total, 0)                                      AS deliveries_total,
+    coalesce(d.succeeded, 0)                                  AS deliveries_succeeded,
+    coalesce(d.failed, 0)                                     AS deliveries_failed,
+    coalesce(d.pending, 0)                                    AS deliveries_pending,
+    coalesce(d.cancelled, 0)                                  AS deliveries_cancelled,
+    round(d.succeeded::numeric / nullif(d.succeeded + d.failed, 0), 4) AS success_rate,
+    a.avg_duration_ms,
+    a.p95_duration_ms,
+    coalesce(d.retries, 0)                                    AS retries,
+    d.last_success_at,
+    d.last_failure_at,
+    coalesce(d.consecutive_failures, 0)                       AS consecutive_failures
+FROM webhook w
+LEFT JOIN LATERAL (
+    SELECT
+        count(*)                                                    AS total,
+        count(*) FILTER (WHERE status = 'succeeded')                AS succeeded,
+        count(*) FILTER (WHERE status = 'failed')                   AS failed,
+        count(*) FILTER (WHERE status IN ('pending', 'delivering')) AS pending,
+        count(*) FILTER (WHERE status = 'cancelled')                AS cancelled,
+        sum(greatest(attempts - 1, 0))                              AS retries,
+        max(delivered_at) FILTER (WHERE status = 'succeeded')       AS last_success_at,
+        max(updated_at) FILTER (WHERE status = 'failed')            AS last_failure_at,
+        count(*) FILTER (
+            WHERE status = 'failed'
+              AND updated_at > coalesce(
+                  (SELECT max(s.delivered_at) FROM webhook_delivery s
+                    WHERE s.webhook_id = w.id AND s.status = 'succeeded'),
+                  '-infinity')
+        )                                                           AS consecutive_failures
+    FROM webhook_delivery
+    WHERE webhook_id = w.id
+) d ON true
+LEFT JOIN LATERAL (
+    SELECT
+        round(avg(at.duration_ms), 1)                                          AS avg_duration_ms,
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY at.duration_ms)           AS p95_duration_ms
+    FROM webhook_delivery dd
+    JOIN webhook_attempt at ON at.delivery_id = dd.id
+    WHERE dd.webhook_id = w.id AND at.duration_ms IS NOT NULL
+) a ON true;
+COMMENT ON VIEW webhook_stats IS 'webhook_ext: delivery health per webhook';
+REVOKE ALL ON webhook_stats FROM PUBLIC;

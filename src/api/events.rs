@@ -1,0 +1,41 @@
+//! Event building blocks used by webhook_enqueue (sql/api.sql): the body and the matching.
+
+use pgrx::prelude::*;
+use webhook_delivery::{envelope, validate};
+
+use super::{refuse, refuse_null};
+use crate::wake;
+
+/// The exact JSON body of an event (SPEC §5); validates the event name.
+#[pg_extern(immutable, parallel_safe)]
+fn webhook_envelope(
+    event_id: &str,
+    event: Option<&str>,
+    emitted_at_epoch: i64,
+    data: Option<&str>,
+    changes: Option<&str>,
+) -> String {
+    let event = event.unwrap_or_else(|| refuse_null("event"));
+    validate::event_name(event).unwrap_or_else(|e| refuse(e));
+    envelope::build(
+        event_id,
+        event,
+        emitted_at_epoch,
+        data.unwrap_or("null"),
+        changes,
+    )
+    .unwrap_or_else(|e| refuse(e))
+}
+
+/// Does an event name match any of a webhook's patterns (`name`, `prefix.*`, `*`)?
+#[pg_extern(immutable, strict, parallel_safe)]
+fn webhook_events_match(patterns: Vec<Option<String>>, event: &str) -> bool {
+    let patterns: Vec<String> = patterns.into_iter().flatten().collect();
+    validate::matches(&patterns, event)
+}
+
+/// Wake the worker when this transaction commits (no-op without shared_preload_libraries).
+#[pg_extern(volatile, parallel_unsafe)]
+fn webhook_wake_on_commit() {
+    wake::wake_worker_on_commit();
+}

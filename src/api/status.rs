@@ -1,0 +1,78 @@
+//! webhook_worker_status(): is a worker running, and what is it doing.
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+use crate::{settings, wake};
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile)]
+fn webhook_worker_status() -> TableIterator<
+    'static,
+    (
+        name!(running, bool),
+        name!(pid, Option<i32>),
+        name!(database, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(queue_depth, i64),
+        name!(in_flight, i64),
+        name!(attempts_total, i64),
+        name!(last_error, Option<String>),
+        name!(last_error_at, Option<TimestampWithTimeZone>),
+        name!(message, String),
+    ),
+> {
+    let schema = Spi::get_one::<String>(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'webhook_ext'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "public".into());
+    let queue_depth = Spi::get_one::<i64>(&format!(
+        "SELECT count(*) FROM {}.webhook_delivery WHERE status IN ('pending', 'delivering')",
+        pgrx::spi::quote_identifier(&schema)
+    ))
+    .ok()
+    .flatten()
+    .unwrap_or(0);
+    let database = settings::database();
+    let timestamp = |unix: i64| (unix > 0).then(|| pgrx::datum::to_timestamp(unix as f64));
+
+    let row = match wake::snapshot() {
+        None => (
+            false,
+            None,
+            database,
+            None,
+            queue_depth,
+            0,
+            0,
+            None,
+            None,
+            "no worker: add webhook_ext to shared_preload_libraries and restart; events are queued meanwhile"
+                .to_string(),
+        ),
+        Some(s) => {
+            let running = s.pid != 0;
+            let message = if running {
+                format!("worker running (pid {}) for database {database}", s.pid)
+            } else {
+                format!("worker not running (it restarts within seconds; see the server log) for database {database}")
+            };
+            (
+                running,
+                running.then_some(s.pid),
+                database,
+                timestamp(s.started_at_unix),
+                queue_depth,
+                s.in_flight,
+                s.attempts_total as i64,
+                s.last_error,
+                timestamp(s.last_error_at_unix),
+                message,
+            )
+        }
+    };
+    TableIterator::once(row)
+}

@@ -1,0 +1,112 @@
+//! One attempt of a claimed delivery, from both ends: the signed request to send, and what
+//! its outcome makes of the delivery. Shared by the worker and `webhook_retry`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use webhook_delivery::http::{Outcome, OutcomeKind, Request};
+use webhook_delivery::schedule::{self, Verdict};
+use webhook_delivery::{validate, wire};
+
+use crate::store::{Claimed, Recorded};
+
+pub fn user_agent() -> String {
+    wire::user_agent(env!("CARGO_PKG_VERSION"))
+}
+
+pub fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The signed request for a claimed delivery. Headers were validated when the webhook was
+/// written; if they no longer parse, the attempt fails with that reason instead of sending.
+pub fn request_for(claimed: &Claimed, now: SystemTime) -> Result<Request, String> {
+    let custom_headers = validate::headers_json(&claimed.headers_json, &claimed.signature_header)
+        .map_err(|e| e.to_string())?;
+    let previous: Vec<String> = claimed.previous_secret.iter().cloned().collect();
+    let message = wire::Message {
+        webhook_id: claimed.webhook_id,
+        delivery_id: claimed.delivery_id,
+        event_id: &claimed.event_id,
+        event: &claimed.event,
+        body: &claimed.body,
+        secret: &claimed.secret,
+        previous_secrets: &previous,
+        signature_header: &claimed.signature_header,
+        custom_headers: &custom_headers,
+    };
+    Ok(Request {
+        url: claimed.url.clone(),
+        headers: wire::headers(&message, unix_seconds(now), &user_agent()),
+        body: claimed.body.clone(),
+    })
+}
+
+/// An outcome for a request that could not even be built.
+pub fn unsendable(reason: String) -> Outcome {
+    Outcome {
+        kind: OutcomeKind::InvalidRequest,
+        status: None,
+        body: None,
+        error: Some(reason),
+        duration: Duration::ZERO,
+        retry_after: None,
+    }
+}
+
+/// What the delivery becomes after this attempt, and the reason to disable its webhook
+/// (410 Gone), if any.
+pub fn record_for(
+    claimed: &Claimed,
+    outcome: &Outcome,
+    started_at: SystemTime,
+    manual: bool,
+    default_schedule: &[Duration],
+) -> (Recorded, Option<String>) {
+    let own_schedule: Option<Vec<Duration>> = claimed.schedule_ms.as_ref().map(|ms| {
+        ms.iter()
+            .map(|&m| Duration::from_millis(m.max(0) as u64))
+            .collect()
+    });
+    let schedule_in_force = own_schedule.as_deref().unwrap_or(default_schedule);
+    let verdict = schedule::decide(outcome, claimed.attempt.max(0) as u32, schedule_in_force);
+
+    let mut disable = None;
+    let (mut status, mut retry_delay_ms) = match verdict {
+        Verdict::Succeeded => ("succeeded", None),
+        Verdict::Retry { delay } => ("pending", Some(delay.as_millis() as i64)),
+        Verdict::Failed => ("failed", None),
+        Verdict::FailedAndDisable { reason } => {
+            disable = Some(reason);
+            ("failed", None)
+        }
+    };
+    if manual && status != "succeeded" {
+        // A manual attempt does not move the automatic schedule: a pending delivery stays due
+        // when it was; a failed, cancelled or succeeded one records this failure as 'failed'.
+        if claimed.previous_status == "pending" && disable.is_none() {
+            status = "pending";
+        } else {
+            status = "failed";
+        }
+        retry_delay_ms = None;
+    }
+
+    let recorded = Recorded {
+        delivery_id: claimed.delivery_id,
+        attempt: claimed.attempt,
+        manual,
+        status,
+        retry_delay_ms,
+        started_at_epoch: started_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+        duration_ms: outcome.duration.as_millis().min(i32::MAX as u128) as i32,
+        response_status: outcome.status.map(i32::from),
+        response_body: outcome.body.clone(),
+        error: outcome.error.clone(),
+    };
+    (recorded, disable)
+}

@@ -1,0 +1,43 @@
+//! webhook_ext: PostgreSQL as a reliable webhook sender. This file is the manifest; the
+//! path of one delivery is: `webhook_trigger`/`webhook_emit` (sql/api.sql, api::events)
+//! queue rows and arm the commit wake-up (wake) → the worker (worker) claims them (store),
+//! signs and sends them on its HTTP pool (webhook_delivery crate) → records outcomes and
+//! schedules retries (attempt, store).
+
+use pgrx::prelude::*;
+
+mod api;
+mod attempt;
+mod settings;
+mod store;
+mod wake;
+mod worker;
+
+::pgrx::pg_module_magic!();
+
+pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::init();
+    wake::init();
+    worker::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'webhook_ext'",
+            "webhook.allowed_networks = '127.0.0.1/32'",
+        ]
+    }
+}

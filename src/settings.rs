@@ -1,0 +1,201 @@
+//! Every `webhook.*` setting (SPEC §2), with a typed accessor. Reloadable settings are
+//! `PGC_SUSET`: the config file and `pg_reload_conf()` change them, and a superuser may
+//! override them in a session (which only affects `webhook_retry`/`webhook_ping` there).
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::time::Duration;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use webhook_delivery::http::Limits;
+use webhook_delivery::policy::NetworkPolicy;
+use webhook_delivery::schedule;
+
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"0s,1min,5min,15min,1h"));
+pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+pub static ALLOWED_NETWORKS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+pub static RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"7 days"));
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"webhook.database",
+        c"Database whose webhook queue the background worker serves.",
+        c"Changing it needs a server restart.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook.timeout",
+        c"Total time for one delivery attempt: connect, send and receive.",
+        c"",
+        &TIMEOUT_MS,
+        100,
+        300_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    // SAFETY: the hooks below are #[pg_guard]ed and only read their arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"webhook.retry_schedule",
+            c"Delay before each delivery attempt, comma-separated (e.g. 0s,1min,5min,15min,1h).",
+            c"The number of entries is the number of attempts; after the last one fails the delivery is failed.",
+            &RETRY_SCHEDULE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_retry_schedule),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"webhook.concurrency",
+        c"HTTP requests in flight at once in the background worker.",
+        c"",
+        &CONCURRENCY,
+        1,
+        1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook.max_response_bytes",
+        c"Response body bytes read and stored per attempt; reading stops there.",
+        c"",
+        &MAX_RESPONSE_BYTES,
+        0,
+        64 * 1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"webhook.allowed_networks",
+            c"CIDR list exempt from the private-address block (e.g. 127.0.0.1/32).",
+            c"Loopback, private, link-local, multicast and reserved targets are refused unless listed here.",
+            &ALLOWED_NETWORKS,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_allowed_networks),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"webhook.retention",
+            c"Finished deliveries older than this are purged by the worker (e.g. 7 days).",
+            c"",
+            &RETENTION,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_retention),
+            None,
+            None,
+        );
+    }
+}
+
+fn string_value(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn database() -> String {
+    string_value(&DATABASE)
+}
+
+pub fn timeout() -> Duration {
+    Duration::from_millis(TIMEOUT_MS.get().max(1) as u64)
+}
+
+pub fn concurrency() -> usize {
+    CONCURRENCY.get().max(1) as usize
+}
+
+pub fn limits() -> Limits {
+    Limits {
+        timeout: timeout(),
+        max_response_bytes: MAX_RESPONSE_BYTES.get().max(0) as usize,
+    }
+}
+
+/// The check hook already refused invalid values, so parsing cannot fail here.
+pub fn retry_schedule() -> Vec<Duration> {
+    schedule::parse_schedule(&string_value(&RETRY_SCHEDULE)).unwrap_or_else(|_| {
+        schedule::parse_schedule(schedule::DEFAULT_SCHEDULE).expect("default schedule")
+    })
+}
+
+pub fn network_policy() -> NetworkPolicy {
+    NetworkPolicy::parse(&string_value(&ALLOWED_NETWORKS)).unwrap_or_default()
+}
+
+pub fn retention() -> Duration {
+    schedule::parse_duration(&string_value(&RETENTION)).unwrap_or(Duration::from_secs(7 * 86_400))
+}
+
+/// Report a check-hook failure the way Postgres' own settings do (`DETAIL:` of the error).
+fn refuse(detail: &str) -> bool {
+    let detail = CString::new(detail.replace('\0', "")).unwrap_or_default();
+    unsafe {
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+    }
+    false
+}
+
+unsafe fn new_value<'a>(newval: *mut *mut c_char) -> Option<&'a str> {
+    let ptr = unsafe { *newval };
+    if ptr.is_null() {
+        return Some("");
+    }
+    unsafe { CStr::from_ptr(ptr) }.to_str().ok()
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_retry_schedule(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match unsafe { new_value(newval) }.map(schedule::parse_schedule) {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => refuse(&e.to_string()),
+        None => refuse("not valid UTF-8"),
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_allowed_networks(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match unsafe { new_value(newval) }.map(NetworkPolicy::parse) {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => refuse(&e.to_string()),
+        None => refuse("not valid UTF-8"),
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_retention(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match unsafe { new_value(newval) }.map(schedule::parse_duration) {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => refuse(&e.to_string()),
+        None => refuse("not valid UTF-8"),
+    }
+}

@@ -1,0 +1,316 @@
+//! The SQL that reads and writes deliveries and attempts, shared by the worker and by
+//! `webhook_retry`. Each statement works on sets (arrays in, rows out) so the worker records
+//! a whole batch of outcomes in one round trip.
+
+use pgrx::spi::{self, SpiClient};
+
+/// The extension's schema, found in the catalog: CREATE EXTENSION may have put it anywhere.
+pub fn extension_schema(client: &SpiClient<'_>) -> spi::Result<Option<String>> {
+    client
+        .select(
+            "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname = 'webhook_ext'",
+            None,
+            &[],
+        )?
+        .first()
+        .get_one::<String>()
+}
+
+/// A delivery claimed for one attempt, with everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub webhook_id: i64,
+    pub event_id: String,
+    pub event: String,
+    pub body: String,
+    /// 1-based number of the attempt being made (also the claim's token).
+    pub attempt: i32,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub signature_header: String,
+    pub headers_json: String,
+    /// The webhook's own schedule in milliseconds, or None for the `webhook.retry_schedule` GUC.
+    pub schedule_ms: Option<Vec<i64>>,
+    /// The delivery's status before this claim (used by manual retries).
+    pub previous_status: String,
+}
+
+/// What one attempt did and what the delivery becomes next.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub delivery_id: i64,
+    pub attempt: i32,
+    pub manual: bool,
+    /// pending | succeeded | failed
+    pub status: &'static str,
+    /// For `pending`: wait this long before the next attempt (None keeps next_attempt_at).
+    pub retry_delay_ms: Option<i64>,
+    pub started_at_epoch: f64,
+    pub duration_ms: i32,
+    pub response_status: Option<i32>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Schema-qualified statements, built once per schema.
+pub struct Statements {
+    pub schema: String,
+    claim: String,
+    claim_one: String,
+    record: String,
+    disable: String,
+    requeue_expired: String,
+    next_due: String,
+    purge: String,
+}
+
+const CLAIM_RETURNING: &str = "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
+     w.url, w.secret, \
+     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END, \
+     w.signature_header, w.headers::text, \
+     (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
+        FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n)), \
+     p.previous_status";
+
+impl Statements {
+    pub fn new(schema: &str) -> Statements {
+        let s = spi::quote_identifier(schema);
+        Statements {
+            schema: schema.to_string(),
+            // Per active webhook, up to its free room of due rows, oldest first: one slow
+            // endpoint can never take every slot, and the cost does not grow with the backlog.
+            claim: format!(
+                "WITH busy(webhook_id, in_flight) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
+                 room AS ( \
+                   SELECT w.id AS webhook_id, $4::int - coalesce(b.in_flight, 0) AS room \
+                     FROM {s}.webhook w LEFT JOIN busy b ON b.webhook_id = w.id \
+                    WHERE w.active AND $4::int - coalesce(b.in_flight, 0) > 0), \
+                 p AS ( \
+                   SELECT due.id, 'pending'::text AS previous_status FROM room r \
+                    CROSS JOIN LATERAL ( \
+                      SELECT d.id FROM {s}.webhook_delivery d \
+                       WHERE d.webhook_id = r.webhook_id AND d.status = 'pending' \
+                         AND d.next_attempt_at <= now() \
+                       ORDER BY d.next_attempt_at LIMIT r.room \
+                       FOR UPDATE SKIP LOCKED) due \
+                    LIMIT $1) \
+                 UPDATE {s}.webhook_delivery d \
+                    SET status = 'delivering', attempts = d.attempts + 1, \
+                        lease_until = now() + $5::bigint * interval '1 millisecond', updated_at = now() \
+                   FROM p, {s}.webhook w \
+                  WHERE d.id = p.id AND w.id = d.webhook_id \
+                 RETURNING {CLAIM_RETURNING}"
+            ),
+            // A row locked by someone else, or already in flight, is not claimed: the caller
+            // reports it as in use.
+            claim_one: format!(
+                "WITH p AS ( \
+                   SELECT d.id, d.status AS previous_status FROM {s}.webhook_delivery d \
+                    WHERE d.id = $1 AND d.status <> 'delivering' FOR UPDATE SKIP LOCKED) \
+                 UPDATE {s}.webhook_delivery d \
+                    SET status = 'delivering', attempts = d.attempts + 1, \
+                        lease_until = now() + $2::bigint * interval '1 millisecond', updated_at = now() \
+                   FROM p, {s}.webhook w \
+                  WHERE d.id = p.id AND w.id = d.webhook_id \
+                 RETURNING {CLAIM_RETURNING}"
+            ),
+            // The attempt is always recorded (if the delivery still exists); the delivery's
+            // state only if this claim still holds it (a re-queued lease has moved on).
+            record: format!(
+                "WITH o AS ( \
+                   SELECT * FROM unnest($1::bigint[], $2::int[], $3::bool[], $4::text[], $5::bigint[], \
+                                        $6::float8[], $7::int[], $8::int[], $9::text[], $10::text[]) \
+                     AS o(delivery_id, attempt, manual, status, retry_delay_ms, started_at_epoch, \
+                          duration_ms, response_status, response_body, error)), \
+                 updated AS ( \
+                   UPDATE {s}.webhook_delivery d \
+                      SET status = o.status, \
+                          next_attempt_at = CASE WHEN o.status = 'pending' THEN coalesce( \
+                              now() + o.retry_delay_ms * interval '1 millisecond', d.next_attempt_at) END, \
+                          lease_until = NULL, response_status = o.response_status, \
+                          response_body = o.response_body, error = o.error, \
+                          duration_ms = o.duration_ms, updated_at = now(), \
+                          delivered_at = CASE WHEN o.status = 'succeeded' THEN now() ELSE d.delivered_at END \
+                     FROM o \
+                    WHERE d.id = o.delivery_id AND d.status = 'delivering' AND d.attempts = o.attempt \
+                   RETURNING d.id) \
+                 INSERT INTO {s}.webhook_attempt \
+                        (delivery_id, attempt, manual, started_at, duration_ms, response_status, response_body, error) \
+                 SELECT o.delivery_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), o.duration_ms, \
+                        o.response_status, o.response_body, o.error \
+                   FROM o WHERE EXISTS (SELECT 1 FROM {s}.webhook_delivery d WHERE d.id = o.delivery_id)"
+            ),
+            disable: format!(
+                "UPDATE {s}.webhook w SET active = false, disabled_reason = r.reason \
+                   FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) \
+                  WHERE w.id = r.id AND w.active"
+            ),
+            requeue_expired: format!(
+                "UPDATE {s}.webhook_delivery \
+                    SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now(), \
+                        error = 'lease expired: the attempt did not report back (worker restarted?)' \
+                  WHERE status = 'delivering' AND ($1 OR lease_until < now())"
+            ),
+            next_due: format!(
+                "SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8 \
+                   FROM {s}.webhook_delivery d JOIN {s}.webhook w ON w.id = d.webhook_id \
+                  WHERE d.status = 'pending' AND w.active"
+            ),
+            // Small batches by primary key: never a long lock on rows writers touch.
+            purge: format!(
+                "DELETE FROM {s}.webhook_delivery WHERE id IN ( \
+                   SELECT id FROM {s}.webhook_delivery \
+                    WHERE status IN ('succeeded', 'failed', 'cancelled') \
+                      AND updated_at < now() - $1::float8 * interval '1 second' \
+                    ORDER BY updated_at LIMIT $2)"
+            ),
+        }
+    }
+
+    /// Delete up to `batch` finished deliveries (and, by cascade, their attempts) older than
+    /// `retention`; pending ones are never touched.
+    pub fn purge(
+        &self,
+        client: &mut SpiClient<'_>,
+        retention: std::time::Duration,
+        batch: i64,
+    ) -> spi::Result<u64> {
+        let rows = client.update(
+            self.purge.as_str(),
+            None,
+            &[retention.as_secs_f64().into(), batch.into()],
+        )?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Claim up to `limit` due deliveries, at most `per_webhook` in flight per webhook.
+    pub fn claim(
+        &self,
+        client: &mut SpiClient<'_>,
+        limit: i64,
+        busy: &[(i64, i32)],
+        per_webhook: i32,
+        lease_ms: i64,
+    ) -> spi::Result<Vec<Claimed>> {
+        let busy_ids: Vec<i64> = busy.iter().map(|b| b.0).collect();
+        let busy_counts: Vec<i32> = busy.iter().map(|b| b.1).collect();
+        let rows = client.update(
+            self.claim.as_str(),
+            None,
+            &[
+                limit.into(),
+                busy_ids.into(),
+                busy_counts.into(),
+                per_webhook.into(),
+                lease_ms.into(),
+            ],
+        )?;
+        rows.map(|row| read_claimed(&row)).collect()
+    }
+
+    /// Claim one delivery for a manual attempt; None if it is in flight or locked.
+    pub fn claim_one(
+        &self,
+        client: &mut SpiClient<'_>,
+        delivery_id: i64,
+        lease_ms: i64,
+    ) -> spi::Result<Option<Claimed>> {
+        let rows = client.update(
+            self.claim_one.as_str(),
+            None,
+            &[delivery_id.into(), lease_ms.into()],
+        )?;
+        let mut claimed = rows
+            .map(|row| read_claimed(&row))
+            .collect::<spi::Result<Vec<_>>>()?;
+        Ok(claimed.pop())
+    }
+
+    pub fn record(&self, client: &mut SpiClient<'_>, outcomes: &[Recorded]) -> spi::Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let col =
+            |f: &dyn Fn(&Recorded) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
+        let ids: Vec<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
+        let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
+        let manual: Vec<bool> = outcomes.iter().map(|o| o.manual).collect();
+        let statuses: Vec<String> = outcomes.iter().map(|o| o.status.to_string()).collect();
+        let delays: Vec<Option<i64>> = outcomes.iter().map(|o| o.retry_delay_ms).collect();
+        let started: Vec<f64> = outcomes.iter().map(|o| o.started_at_epoch).collect();
+        let durations: Vec<i32> = outcomes.iter().map(|o| o.duration_ms).collect();
+        let response_status: Vec<Option<i32>> =
+            outcomes.iter().map(|o| o.response_status).collect();
+        let response_body = col(&|o| o.response_body.clone());
+        let error = col(&|o| o.error.clone());
+        client.update(
+            self.record.as_str(),
+            None,
+            &[
+                ids.into(),
+                attempts.into(),
+                manual.into(),
+                statuses.into(),
+                delays.into(),
+                started.into(),
+                durations.into(),
+                response_status.into(),
+                response_body.into(),
+                error.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Switch webhooks off (410 Gone); their pending deliveries are cancelled by trigger.
+    pub fn disable(
+        &self,
+        client: &mut SpiClient<'_>,
+        webhooks: &[(i64, String)],
+    ) -> spi::Result<()> {
+        if webhooks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = webhooks.iter().map(|w| w.0).collect();
+        let reasons: Vec<String> = webhooks.iter().map(|w| w.1.clone()).collect();
+        client.update(self.disable.as_str(), None, &[ids.into(), reasons.into()])?;
+        Ok(())
+    }
+
+    /// Put claims whose lease ran out back in the queue (`all`: every claim, at worker start,
+    /// when no attempt of a previous worker can still be running).
+    pub fn requeue_expired(&self, client: &mut SpiClient<'_>, all: bool) -> spi::Result<u64> {
+        let rows = client.update(self.requeue_expired.as_str(), None, &[all.into()])?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Seconds until the earliest pending delivery is due (negative: overdue), None if none.
+    pub fn next_due_in(&self, client: &SpiClient<'_>) -> spi::Result<Option<f64>> {
+        client
+            .select(self.next_due.as_str(), None, &[])?
+            .first()
+            .get_one::<f64>()
+    }
+}
+
+fn read_claimed(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Claimed> {
+    Ok(Claimed {
+        delivery_id: row.get::<i64>(1)?.unwrap_or_default(),
+        webhook_id: row.get::<i64>(2)?.unwrap_or_default(),
+        event_id: row.get::<String>(3)?.unwrap_or_default(),
+        event: row.get::<String>(4)?.unwrap_or_default(),
+        body: row.get::<String>(5)?.unwrap_or_default(),
+        attempt: row.get::<i32>(6)?.unwrap_or_default(),
+        url: row.get::<String>(7)?.unwrap_or_default(),
+        secret: row.get::<String>(8)?.unwrap_or_default(),
+        previous_secret: row.get::<String>(9)?,
+        signature_header: row.get::<String>(10)?.unwrap_or_default(),
+        headers_json: row.get::<String>(11)?.unwrap_or_else(|| "{}".to_string()),
+        schedule_ms: row.get::<Vec<i64>>(12)?,
+        previous_status: row.get::<String>(13)?.unwrap_or_default(),
+    })
+}

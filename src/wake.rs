@@ -1,0 +1,189 @@
+//! Shared memory between the worker and every backend: the worker's latch (so a commit that
+//! queued deliveries wakes it at once) and the figures `webhook_worker_status()` shows.
+//! Present only when the library is in `shared_preload_libraries`.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
+
+/// Address of the worker's `PGPROC` latch (shared memory, same address in every backend),
+/// or 0 when no worker is running.
+static WORKER_LATCH: PgAtomic<AtomicUsize> = unsafe { PgAtomic::new(c"webhook_ext_worker_latch") };
+static WORKER: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"webhook_ext_worker_state") };
+
+/// Set in the postmaster before any backend forks, so every backend sees it.
+static SHMEM_READY: AtomicBool = AtomicBool::new(false);
+
+pub const LAST_ERROR_CAPACITY: usize = 512;
+
+#[derive(Copy, Clone)]
+pub struct WorkerState {
+    pub pid: i32,
+    pub started_at_unix: i64,
+    pub in_flight: i64,
+    pub attempts_total: u64,
+    pub last_error_at_unix: i64,
+    pub last_error_len: usize,
+    pub last_error: [u8; LAST_ERROR_CAPACITY],
+}
+
+impl Default for WorkerState {
+    fn default() -> Self {
+        WorkerState {
+            pid: 0,
+            started_at_unix: 0,
+            in_flight: 0,
+            attempts_total: 0,
+            last_error_at_unix: 0,
+            last_error_len: 0,
+            last_error: [0; LAST_ERROR_CAPACITY],
+        }
+    }
+}
+
+unsafe impl PGRXSharedMemory for WorkerState {}
+
+/// What `webhook_worker_status()` reads.
+pub struct WorkerSnapshot {
+    pub pid: i32,
+    pub started_at_unix: i64,
+    pub in_flight: i64,
+    pub attempts_total: u64,
+    pub last_error: Option<String>,
+    pub last_error_at_unix: i64,
+}
+
+pub fn init() {
+    if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    pg_shmem_init!(WORKER_LATCH);
+    pg_shmem_init!(WORKER);
+    SHMEM_READY.store(true, Ordering::SeqCst);
+}
+
+pub fn shared_memory_ready() -> bool {
+    SHMEM_READY.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+/// This transaction queued a delivery: wake the worker when (and only if) it commits.
+static WAKE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
+
+/// Arm the commit callback. Cheap enough to call once per queued event.
+pub fn wake_worker_on_commit() {
+    if !shared_memory_ready() {
+        return;
+    }
+    WAKE_ON_COMMIT.store(true, Ordering::Relaxed);
+    if !CALLBACK_REGISTERED.get() {
+        unsafe { pg_sys::RegisterXactCallback(Some(on_transaction_end), std::ptr::null_mut()) };
+        CALLBACK_REGISTERED.set(true);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            if WAKE_ON_COMMIT.swap(false, Ordering::Relaxed) =>
+        {
+            set_worker_latch();
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            WAKE_ON_COMMIT.store(false, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+fn set_worker_latch() {
+    let latch = WORKER_LATCH.get().load(Ordering::Acquire);
+    if latch != 0 {
+        // SetLatch is safe on another process's latch: it lives in shared memory.
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
+}
+
+/// Called by the worker once connected: publish its latch and pid.
+pub fn register_worker() {
+    let now = unix_now();
+    {
+        let mut state = WORKER.exclusive();
+        *state = WorkerState {
+            pid: unsafe { pg_sys::MyProcPid },
+            started_at_unix: now,
+            ..Default::default()
+        };
+    }
+    WORKER_LATCH
+        .get()
+        .store(unsafe { pg_sys::MyLatch } as usize, Ordering::Release);
+    unsafe { pg_sys::before_shmem_exit(Some(unregister_worker), pg_sys::Datum::from(0)) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn unregister_worker(_code: i32, _arg: pg_sys::Datum) {
+    WORKER_LATCH.get().store(0, Ordering::Release);
+    let mut state = WORKER.exclusive();
+    state.pid = 0;
+    state.in_flight = 0;
+}
+
+pub fn report_progress(in_flight: usize, attempts_finished: u64) {
+    let mut state = WORKER.exclusive();
+    state.in_flight = in_flight as i64;
+    state.attempts_total += attempts_finished;
+}
+
+/// The worker's latest problem (never contains a secret: callers pass SQL errors and
+/// delivery errors, neither of which carries one).
+pub fn report_error(message: &str) {
+    let mut state = WORKER.exclusive();
+    let bytes = truncate_utf8(message, LAST_ERROR_CAPACITY).as_bytes();
+    state.last_error[..bytes.len()].copy_from_slice(bytes);
+    state.last_error_len = bytes.len();
+    state.last_error_at_unix = unix_now();
+}
+
+pub fn snapshot() -> Option<WorkerSnapshot> {
+    if !shared_memory_ready() {
+        return None;
+    }
+    let state = WORKER.share();
+    let last_error = (state.last_error_len > 0)
+        .then(|| String::from_utf8_lossy(&state.last_error[..state.last_error_len]).into_owned());
+    Some(WorkerSnapshot {
+        pid: state.pid,
+        started_at_unix: state.started_at_unix,
+        in_flight: state.in_flight,
+        attempts_total: state.attempts_total,
+        last_error,
+        last_error_at_unix: state.last_error_at_unix,
+    })
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

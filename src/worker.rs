@@ -1,0 +1,394 @@
+//! The background worker: wait for a commit (latch) or an HTTP result (socket), record
+//! outcomes, claim due deliveries and hand them to the HTTP pool. Only this thread calls
+//! Postgres; the pool's threads get plain requests and send back plain outcomes.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
+use std::time::{Duration, Instant, SystemTime};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use webhook_delivery::http::Client;
+use webhook_delivery::pool::{Job, JobResult, Pool};
+
+use crate::attempt;
+use crate::settings;
+use crate::store::{self, Claimed, Statements};
+use crate::wake;
+
+/// How often expired leases are re-queued, and the longest the worker sleeps.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// While the extension is not installed in `webhook.database`, look again this often.
+const IDLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Most deliveries claimed in one transaction, so results keep flowing under a backlog.
+const MAX_CLAIM_BATCH: usize = 1_000;
+/// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
+const PURGE_BATCH: i64 = 1_000;
+
+pub fn init() {
+    if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    BackgroundWorkerBuilder::new("webhook_ext worker")
+        .set_type("webhook_ext worker")
+        .set_function("webhook_ext_worker_main")
+        .set_library("webhook_ext")
+        .enable_spi_access()
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = settings::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    wake::register_worker();
+    log!("webhook_ext worker started, serving database \"{database}\"");
+
+    let mut worker = match Worker::new() {
+        Ok(worker) => worker,
+        Err(e) => {
+            wake::report_error(&format!("cannot start the HTTP pool: {e}"));
+            error!("webhook_ext worker: cannot start the HTTP pool: {e}");
+        }
+    };
+    worker.run();
+    log!("webhook_ext worker stopping");
+}
+
+struct Worker {
+    pool: Pool,
+    statements: Option<Statements>,
+    /// Claimed deliveries whose attempt is in the pool, by delivery id.
+    in_flight: HashMap<i64, Claimed>,
+    /// In-flight attempts per webhook, to keep one endpoint from taking every slot.
+    in_flight_per_webhook: HashMap<i64, i32>,
+    /// Outcomes known without sending (e.g. unsendable requests), recorded with the next batch.
+    local_results: Vec<JobResult>,
+    concurrency: usize,
+    schedule: Vec<Duration>,
+    last_maintenance: Option<Instant>,
+}
+
+impl Worker {
+    fn new() -> std::io::Result<Worker> {
+        let concurrency = settings::concurrency();
+        let pool = Pool::new(
+            concurrency,
+            Client::new(settings::limits(), settings::network_policy()),
+        )?;
+        Ok(Worker {
+            pool,
+            statements: None,
+            in_flight: HashMap::new(),
+            in_flight_per_webhook: HashMap::new(),
+            local_results: Vec::new(),
+            concurrency,
+            schedule: settings::retry_schedule(),
+            last_maintenance: None,
+        })
+    }
+
+    fn run(&mut self) {
+        loop {
+            if BackgroundWorker::sighup_received() {
+                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+                self.reload_settings();
+            }
+
+            self.record_results();
+            let sleep = self.maintain_and_claim();
+            wake::report_progress(self.in_flight.len(), 0);
+
+            if !self.local_results.is_empty() {
+                continue;
+            }
+            if !wait_for_work(sleep, self.pool.wake_fd()) {
+                break;
+            }
+        }
+    }
+
+    fn reload_settings(&mut self) {
+        self.concurrency = settings::concurrency();
+        self.schedule = settings::retry_schedule();
+        self.pool.grow(self.concurrency);
+        self.pool
+            .set_client(Client::new(settings::limits(), settings::network_policy()));
+    }
+
+    /// Record every finished attempt in one transaction.
+    fn record_results(&mut self) {
+        let mut results = std::mem::take(&mut self.local_results);
+        results.extend(self.pool.try_results());
+        if results.is_empty() {
+            return;
+        }
+        let mut records = Vec::with_capacity(results.len());
+        let mut disable = Vec::new();
+        for result in &results {
+            let Some(claimed) = self.in_flight.remove(&result.delivery_id) else {
+                continue;
+            };
+            if let Some(count) = self.in_flight_per_webhook.get_mut(&claimed.webhook_id) {
+                *count -= 1;
+                if *count <= 0 {
+                    self.in_flight_per_webhook.remove(&claimed.webhook_id);
+                }
+            }
+            let (recorded, disable_reason) = attempt::record_for(
+                &claimed,
+                &result.outcome,
+                result.started_at,
+                false,
+                &self.schedule,
+            );
+            records.push(recorded);
+            if let Some(reason) = disable_reason {
+                disable.push((claimed.webhook_id, reason));
+            }
+        }
+        let Some(statements) = self.statements.as_ref() else {
+            return;
+        };
+        let finished = records.len() as u64;
+        let outcome = in_transaction(AssertUnwindSafe(|| {
+            Spi::connect_mut(|client| {
+                statements.record(client, &records)?;
+                statements.disable(client, &disable)
+            })
+        }));
+        match outcome {
+            Ok(Ok(())) => wake::report_progress(self.in_flight.len(), finished),
+            // The claims stay 'delivering' until their lease expires; then they are sent again.
+            Ok(Err(e)) => self.fail_batch(&format!("recording {finished} outcomes: {e}")),
+            Err(e) => self.fail_batch(&format!("recording {finished} outcomes: {e}")),
+        }
+    }
+
+    /// Re-queue expired leases when due, claim what fits in the free slots, dispatch it.
+    /// Returns how long to sleep before the next pending delivery is due.
+    fn maintain_and_claim(&mut self) -> Duration {
+        let maintenance_due = self
+            .last_maintenance
+            .is_none_or(|at| at.elapsed() >= MAINTENANCE_INTERVAL);
+        let free = self
+            .concurrency
+            .saturating_sub(self.in_flight.len())
+            .min(MAX_CLAIM_BATCH);
+        let per_webhook = self.per_webhook_limit();
+        let busy: Vec<(i64, i32)> = self
+            .in_flight_per_webhook
+            .iter()
+            .map(|(&w, &n)| (w, n))
+            .collect();
+        let lease_ms = lease(settings::timeout()).as_millis() as i64;
+        let first_run = self.last_maintenance.is_none();
+        let retention = settings::retention();
+        let known_schema = self.statements.as_ref().map(|s| s.schema.clone());
+
+        let outcome = in_transaction(AssertUnwindSafe(|| {
+            Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
+                let Some(schema) = store::extension_schema(client)? else {
+                    return Ok(ClaimRound::NotInstalled);
+                };
+                let statements = match known_schema.as_deref() {
+                    Some(known) if known == schema => None,
+                    _ => Some(Statements::new(&schema)),
+                };
+                let s = statements
+                    .as_ref()
+                    .or(self.statements.as_ref())
+                    .expect("statements");
+                let (mut requeued, mut purged) = (0, 0);
+                if maintenance_due {
+                    requeued = s.requeue_expired(client, first_run)?;
+                    purged = s.purge(client, retention, PURGE_BATCH)?;
+                }
+                let claimed = if free > 0 {
+                    s.claim(client, free as i64, &busy, per_webhook, lease_ms)?
+                } else {
+                    vec![]
+                };
+                let next_due = s.next_due_in(client)?;
+                Ok(ClaimRound::Claimed {
+                    statements,
+                    claimed,
+                    next_due,
+                    requeued,
+                    purged,
+                })
+            })
+        }));
+
+        match outcome {
+            Ok(Ok(ClaimRound::NotInstalled)) => {
+                self.statements = None;
+                IDLE_INTERVAL
+            }
+            Ok(Ok(ClaimRound::Claimed {
+                statements,
+                claimed,
+                next_due,
+                requeued,
+                purged,
+            })) => {
+                if let Some(statements) = statements {
+                    log!(
+                        "webhook_ext worker: serving schema \"{}\"",
+                        statements.schema
+                    );
+                    self.statements = Some(statements);
+                }
+                if maintenance_due {
+                    self.last_maintenance = Some(Instant::now());
+                }
+                if purged > 0 {
+                    debug1!("webhook_ext worker: purged {purged} finished deliveries older than webhook.retention");
+                }
+                if requeued > 0 {
+                    log!("webhook_ext worker: re-queued {requeued} deliveries whose lease expired");
+                }
+                let filled = !claimed.is_empty() && claimed.len() >= free;
+                self.dispatch(claimed);
+                if filled && self.in_flight.len() < self.concurrency {
+                    return Duration::ZERO;
+                }
+                match next_due {
+                    // Overdue rows we could not take (no free slot): a result will wake us.
+                    Some(secs) if secs <= 0.0 => {
+                        if self.in_flight.len() >= self.concurrency {
+                            MAINTENANCE_INTERVAL
+                        } else {
+                            Duration::from_millis(50)
+                        }
+                    }
+                    Some(secs) => Duration::from_secs_f64(secs).min(MAINTENANCE_INTERVAL),
+                    None => MAINTENANCE_INTERVAL,
+                }
+            }
+            Ok(Err(e)) => {
+                self.statements = None;
+                self.fail_batch(&format!("claiming deliveries: {e}"));
+                IDLE_INTERVAL
+            }
+            Err(e) => {
+                self.statements = None;
+                self.fail_batch(&format!("claiming deliveries: {e}"));
+                IDLE_INTERVAL
+            }
+        }
+    }
+
+    fn dispatch(&mut self, claimed: Vec<Claimed>) {
+        let now = SystemTime::now();
+        for delivery in claimed {
+            *self
+                .in_flight_per_webhook
+                .entry(delivery.webhook_id)
+                .or_insert(0) += 1;
+            match attempt::request_for(&delivery, now) {
+                Ok(request) => self.pool.submit(Job {
+                    delivery_id: delivery.delivery_id,
+                    attempt: delivery.attempt,
+                    request,
+                }),
+                Err(reason) => self.local_results.push(JobResult {
+                    delivery_id: delivery.delivery_id,
+                    attempt: delivery.attempt,
+                    started_at: now,
+                    outcome: attempt::unsendable(reason),
+                }),
+            }
+            self.in_flight.insert(delivery.delivery_id, delivery);
+        }
+    }
+
+    /// One endpoint may use at most half the slots, so a slow one leaves room for the rest.
+    fn per_webhook_limit(&self) -> i32 {
+        (self.concurrency.div_ceil(2)).max(1) as i32
+    }
+
+    fn fail_batch(&self, message: &str) {
+        wake::report_error(message);
+        warning!("webhook_ext worker: {message}");
+    }
+}
+
+// Lives for one loop iteration; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum ClaimRound {
+    NotInstalled,
+    Claimed {
+        statements: Option<Statements>,
+        claimed: Vec<Claimed>,
+        next_due: Option<f64>,
+        requeued: u64,
+        purged: u64,
+    },
+}
+
+/// A claim outlives the slowest possible attempt, so a live worker's claim never expires.
+fn lease(timeout: Duration) -> Duration {
+    timeout * 2 + Duration::from_secs(30)
+}
+
+/// Sleep until a commit sets the latch, the pool reports a result, or `timeout` passes.
+/// Returns false when the worker must stop.
+fn wait_for_work(timeout: Duration, pool_fd: std::os::fd::RawFd) -> bool {
+    let events = pg_sys::WL_LATCH_SET
+        | pg_sys::WL_SOCKET_READABLE
+        | pg_sys::WL_TIMEOUT
+        | pg_sys::WL_EXIT_ON_PM_DEATH;
+    unsafe {
+        pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            events as i32,
+            pool_fd,
+            timeout.as_millis().min(i64::MAX as u128) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pg_sys::check_for_interrupts!();
+    !BackgroundWorker::sigterm_received()
+}
+
+/// Run `body` in its own transaction. A Postgres ERROR or a panic aborts this transaction
+/// only: the worker logs it and carries on (BackgroundWorker::transaction would die).
+fn in_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(|| Ok(body()))
+        .catch_others(|caught| Err(describe(&caught)))
+        .execute();
+    unsafe {
+        match result {
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+                // Background workers must report table statistics themselves, or autovacuum
+                // never learns about the rows the worker updates.
+                pg_sys::pgstat_report_stat(false);
+            }
+            Err(_) => pg_sys::AbortCurrentTransaction(),
+        }
+    }
+    result
+}
+
+fn describe(caught: &CaughtError) -> String {
+    match caught {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+            report.message().to_string()
+        }
+        CaughtError::RustPanic { ereport, .. } => format!("internal error: {}", ereport.message()),
+    }
+}

@@ -1,0 +1,554 @@
+//! Delivery end to end: real commits in a real cluster with the worker preloaded, real HTTP
+//! receivers on 127.0.0.1. Each test uses its own table, event names and receiver.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use webhook_ext_tests::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    db: Client,
+    table: String,
+    webhook_id: i64,
+    secret: String,
+}
+
+/// A `<prefix>` table with the three-names trigger and a webhook on `<prefix>.*` → `url`.
+fn fixture(prefix: &str, url: &str, schedule: Option<&str>) -> Fixture {
+    let mut db = connect_shared();
+    let table = unique(prefix);
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id serial PRIMARY KEY, nome text, status text DEFAULT 'ABERTA');
+         CREATE TRIGGER {table}_webhook AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW
+           EXECUTE FUNCTION webhook_trigger('{table}.criado', '{table}.atualizado', '{table}.excluido');"
+    ))
+    .unwrap();
+    let row = db
+        .query_one(
+            "SELECT id, secret FROM webhook_create($1, events => ARRAY[$2])",
+            &[&url, &format!("{table}.*")],
+        )
+        .unwrap();
+    let webhook_id: i64 = row.get(0);
+    if let Some(schedule) = schedule {
+        db.execute(
+            "UPDATE webhook SET retry_schedule = $1::text::interval[] WHERE id = $2",
+            &[&schedule, &webhook_id],
+        )
+        .unwrap();
+    }
+    Fixture {
+        db,
+        table,
+        webhook_id,
+        secret: row.get(1),
+    }
+}
+
+impl Fixture {
+    fn insert(&mut self, nome: &str) -> i64 {
+        self.db
+            .execute(
+                &format!("INSERT INTO {} (nome) VALUES ($1)", self.table),
+                &[&nome],
+            )
+            .unwrap();
+        self.last_delivery()
+    }
+
+    fn last_delivery(&mut self) -> i64 {
+        self.db
+            .query_one(
+                "SELECT max(id) FROM webhook_delivery WHERE webhook_id = $1",
+                &[&self.webhook_id],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    fn delivery(&mut self, id: i64) -> postgres::Row {
+        self.db
+            .query_one(
+                "SELECT status, attempts, response_status, error, event_id::text, body, event \
+                   FROM webhook_delivery WHERE id = $1",
+                &[&id],
+            )
+            .unwrap()
+    }
+
+    /// (attempt, manual, response_status, error, started_at epoch) in attempt order.
+    fn attempts(&mut self, delivery_id: i64) -> Vec<(i32, bool, Option<i32>, Option<String>, f64)> {
+        self.db
+            .query(
+                "SELECT attempt, manual, response_status, error, extract(epoch FROM started_at)::float8 \
+                   FROM webhook_attempt WHERE delivery_id = $1 ORDER BY attempt",
+                &[&delivery_id],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn insert_reaches_the_receiver_signed_with_every_spec_header() {
+    let receiver = Receiver::always(Reply::ok());
+    let mut f = fixture("cliente", &receiver.url(), None);
+    let delivery_id = f.insert("José da Silva");
+    let got = receiver.wait_for(1, DEADLINE);
+    assert_eq!(got.len(), 1, "the receiver should get the event");
+    let request = &got[0];
+
+    wait_for_status(&mut f.db, delivery_id, "succeeded", DEADLINE);
+    let row = f.delivery(delivery_id);
+    let (event_id, body, event): (String, String, String) = (row.get(4), row.get(5), row.get(6));
+
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.body_str(), body, "the body sent is the body stored");
+    let signature = request
+        .header("X-Webhook-Signature")
+        .expect("X-Webhook-Signature");
+    assert!(
+        verify_hex(&f.secret, &request.body, signature),
+        "hex signature must verify: {signature}"
+    );
+    assert!(!verify_hex("wrong-secret", &request.body, signature));
+    assert_eq!(request.header("Content-Type"), Some("application/json"));
+    assert!(request
+        .header("User-Agent")
+        .unwrap()
+        .starts_with("webhook_ext/"));
+    assert_eq!(
+        request.header("X-Webhook-ID"),
+        Some(f.webhook_id.to_string().as_str())
+    );
+    assert_eq!(
+        request.header("X-Delivery-ID"),
+        Some(delivery_id.to_string().as_str())
+    );
+    assert_eq!(request.header("X-Event-ID"), Some(event_id.as_str()));
+    assert_eq!(request.header("X-Event-Type"), Some(event.as_str()));
+    let ts: i64 = request
+        .header("X-Webhook-Timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (now_unix() - ts).abs() < 120,
+        "X-Webhook-Timestamp is the attempt's unix time"
+    );
+    assert_eq!(request.header("webhook-id"), Some(event_id.as_str()));
+    assert_eq!(
+        request.header("webhook-timestamp"),
+        Some(ts.to_string().as_str())
+    );
+    let standard = request.header("webhook-signature").unwrap();
+    assert!(
+        verify_standard(
+            &f.secret,
+            &event_id,
+            &ts.to_string(),
+            &request.body,
+            standard
+        ),
+        "{standard}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(request.body_str()).unwrap();
+    assert_eq!(json["event"], format!("{}.criado", f.table));
+    assert_eq!(json["id"], event_id);
+    assert_eq!(json["data"]["nome"], "José da Silva");
+
+    let row = f.delivery(delivery_id);
+    assert_eq!(row.get::<_, i32>(1), 1);
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(200));
+    let attempts = f.attempts(delivery_id);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].0, attempts[0].1, attempts[0].2),
+        (1, false, Some(200))
+    );
+}
+
+#[test]
+fn a_rolled_back_transaction_sends_nothing() {
+    let receiver = Receiver::always(Reply::ok());
+    let mut f = fixture("rollback", &receiver.url(), None);
+    let mut tx = f.db.transaction().unwrap();
+    tx.execute(
+        &format!("INSERT INTO {} (nome) VALUES ('never')", f.table),
+        &[],
+    )
+    .unwrap();
+    tx.rollback().unwrap();
+    // A committed marker after the rollback: once it has arrived, the worker has had every
+    // chance to send the rolled-back one too.
+    let marker = f.insert("marker");
+    wait_for_status(&mut f.db, marker, "succeeded", DEADLINE);
+    let got = receiver.wait_for(1, DEADLINE);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].body_str().contains("marker"));
+    assert_eq!(
+        query_i64(
+            &mut f.db,
+            &format!(
+                "SELECT count(*) FROM webhook_delivery WHERE webhook_id = {}",
+                f.webhook_id
+            )
+        ),
+        1
+    );
+}
+
+#[test]
+fn a_receiver_failing_twice_gets_three_attempts_spaced_by_the_schedule() {
+    let receiver = Receiver::start(|_, index| {
+        if index < 2 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut f = fixture("flaky", &receiver.url(), Some("{0s,1s,1s}"));
+    let id = f.insert("flaky");
+    wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
+    let attempts = f.attempts(id);
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.2).collect();
+    assert_eq!(statuses, vec![Some(500), Some(500), Some(200)]);
+    assert_eq!(f.delivery(id).get::<_, i32>(1), 3);
+    for pair in attempts.windows(2) {
+        let gap = pair[1].4 - pair[0].4;
+        assert!(
+            gap >= 0.95,
+            "attempts must be at least the schedule's 1s apart, were {gap:.3}s"
+        );
+    }
+    assert_eq!(receiver.count(), 3);
+    assert!(
+        attempts[0].3.as_deref().is_some_and(|e| e.contains("500")),
+        "{:?}",
+        attempts[0].3
+    );
+}
+
+#[test]
+fn a_receiver_that_always_fails_ends_failed_then_webhook_retry_succeeds() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let switch = healthy.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if switch.load(Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(503)
+        }
+    });
+    let mut f = fixture("down", &receiver.url(), Some("{0s,1s}"));
+    let id = f.insert("down");
+    wait_for_status(&mut f.db, id, "failed", DEADLINE);
+    let attempts = f.attempts(id);
+    assert_eq!(attempts.len(), 2, "exactly the schedule's two attempts");
+    assert!(attempts
+        .iter()
+        .all(|a| a.2 == Some(503) && a.3.as_deref().is_some_and(|e| e.contains("503"))));
+    assert_eq!(receiver.count(), 2);
+
+    healthy.store(true, Ordering::SeqCst);
+    let row =
+        f.db.query_one(
+            "SELECT status, attempts, response_status FROM webhook_retry($1)",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(row.get::<_, i32>(1), 3);
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(200));
+    let attempts = f.attempts(id);
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts[2].1, "the retry is recorded as manual");
+    assert_eq!(receiver.count(), 3);
+    // The same event, same body, same signature scheme.
+    let requests = receiver.requests();
+    assert_eq!(requests[0].body, requests[2].body);
+    assert_eq!(
+        requests[0].header("X-Event-ID"),
+        requests[2].header("X-Event-ID")
+    );
+}
+
+#[test]
+fn gone_410_fails_the_delivery_and_disables_the_webhook() {
+    let receiver = Receiver::always(Reply::status(410));
+    let mut f = fixture("gone", &receiver.url(), Some("{0s,1s,1s}"));
+    let id = f.insert("gone");
+    wait_for_status(&mut f.db, id, "failed", DEADLINE);
+    assert_eq!(f.attempts(id).len(), 1, "410 is final");
+    let row =
+        f.db.query_one(
+            "SELECT active, disabled_reason FROM webhook WHERE id = $1",
+            &[&f.webhook_id],
+        )
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert!(row.get::<_, Option<String>>(1).unwrap().contains("410"));
+    // no new delivery is queued for a disabled webhook
+    f.db.execute(
+        &format!("INSERT INTO {} (nome) VALUES ('after')", f.table),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(f.last_delivery(), id);
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let target = Receiver::always(Reply::ok());
+    let receiver = Receiver::always(
+        Reply::status(302).with_header("Location", &format!("{}/elsewhere", target.url())),
+    );
+    let mut f = fixture("redirect", &receiver.url(), Some("{0s}"));
+    let id = f.insert("redirect");
+    wait_for_status(&mut f.db, id, "failed", DEADLINE);
+    let row = f.delivery(id);
+    assert_eq!(row.get::<_, Option<i32>>(2), Some(302));
+    let error: String = row.get::<_, Option<String>>(3).unwrap();
+    assert!(
+        error.contains("redirect") && error.contains("not followed"),
+        "{error}"
+    );
+    assert_eq!(receiver.count(), 1);
+    assert_eq!(
+        target.count(),
+        0,
+        "the redirect target must never be contacted"
+    );
+}
+
+#[test]
+fn retry_after_on_429_delays_the_next_attempt() {
+    let receiver = Receiver::start(|_, index| {
+        if index == 0 {
+            Reply::status(429).with_header("Retry-After", "2")
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut f = fixture("throttled", &receiver.url(), Some("{0s,0s}"));
+    let id = f.insert("throttled");
+    wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
+    let attempts = f.attempts(id);
+    assert_eq!(attempts.len(), 2);
+    let gap = attempts[1].4 - attempts[0].4;
+    assert!(
+        gap >= 1.95,
+        "Retry-After: 2 must hold the next attempt back 2s, gap was {gap:.3}s"
+    );
+}
+
+#[test]
+fn a_hanging_receiver_does_not_delay_a_fast_one() {
+    let hanging = Receiver::always(Reply::Hang);
+    let fast = Receiver::always(Reply::ok());
+    let mut slow = fixture("hangs", &hanging.url(), Some("{0s}"));
+    let mut quick = fixture("quick", &fast.url(), None);
+    for i in 0..40 {
+        slow.insert(&format!("slow {i}"));
+    }
+    let first_slow: i64 = query_i64(
+        &mut slow.db,
+        &format!(
+            "SELECT min(id) FROM webhook_delivery WHERE webhook_id = {}",
+            slow.webhook_id
+        ),
+    );
+    let id = quick.insert("fast");
+    wait_for_status(&mut quick.db, id, "succeeded", DEADLINE);
+    assert_eq!(fast.count(), 1);
+    // The fast one succeeded while the hanging receiver still held its connections: none of
+    // the slow attempts had finished (timed out) yet.
+    let slow_finished = query_i64(
+        &mut quick.db,
+        &format!(
+            "SELECT count(*) FROM webhook_attempt a JOIN webhook_delivery d ON d.id = a.delivery_id \
+              WHERE d.webhook_id = {} AND a.started_at <= (SELECT delivered_at FROM webhook_delivery WHERE id = {id}) \
+                AND a.started_at + a.duration_ms * interval '1 ms' <= (SELECT delivered_at FROM webhook_delivery WHERE id = {id})",
+            slow.webhook_id
+        ),
+    );
+    assert_eq!(slow_finished, 0);
+    assert!(
+        hanging.count() >= 1,
+        "the hanging receiver was being tried meanwhile"
+    );
+    // and the hanging ones end as timeouts with a clear error
+    wait_for_status(&mut slow.db, first_slow, "failed", DEADLINE);
+    let error: String = slow
+        .delivery(first_slow)
+        .get::<_, Option<String>>(3)
+        .unwrap();
+    assert!(error.contains("timed out"), "{error}");
+}
+
+#[test]
+fn ping_sends_a_signed_test_request() {
+    let receiver = Receiver::always(Reply::ok());
+    let mut f = fixture("ping", &receiver.url(), None);
+    let row =
+        f.db.query_one(
+            "SELECT succeeded, response_status, error FROM webhook_ping($1)",
+            &[&f.webhook_id],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, Option<i32>>(1), Some(200));
+    let got = receiver.wait_for(1, DEADLINE);
+    assert_eq!(got[0].body_str(), r#"{"test":true}"#);
+    assert!(verify_hex(
+        &f.secret,
+        &got[0].body,
+        got[0].header("X-Webhook-Signature").unwrap()
+    ));
+    assert_eq!(got[0].header("X-Event-Type"), Some("webhook.ping"));
+}
+
+#[test]
+fn create_with_verify_requires_a_2xx_answer() {
+    let mut db = connect_shared();
+    let failing = Receiver::always(Reply::status(500));
+    let err = db
+        .query_one(
+            "SELECT id FROM webhook_create($1, 'k', verify => true)",
+            &[&failing.url()],
+        )
+        .expect_err("a 500 must refuse the webhook");
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"));
+    assert!(err.to_string().contains("verification"), "{err}");
+    assert_eq!(failing.count(), 1);
+    assert_eq!(
+        query_i64(
+            &mut db,
+            &format!(
+                "SELECT count(*) FROM webhook WHERE url = '{}'",
+                failing.url()
+            )
+        ),
+        0,
+        "nothing is written"
+    );
+
+    let ok = Receiver::always(Reply::ok());
+    let row = db
+        .query_one(
+            "SELECT id, secret FROM webhook_create($1, verify => true)",
+            &[&ok.url()],
+        )
+        .unwrap();
+    let secret: String = row.get(1);
+    let got = ok.wait_for(1, DEADLINE);
+    assert_eq!(got[0].body_str(), r#"{"test":true}"#);
+    assert!(verify_hex(
+        &secret,
+        &got[0].body,
+        got[0].header("X-Webhook-Signature").unwrap()
+    ));
+}
+
+#[test]
+fn retry_of_a_delivery_in_flight_is_refused_with_55006() {
+    let receiver = Receiver::always(Reply::Delay {
+        delay: Duration::from_millis(1500),
+        then: Box::new(Reply::ok()),
+    });
+    let mut f = fixture("inflight", &receiver.url(), None);
+    let id = f.insert("slow");
+    wait_until("the worker to claim the delivery", DEADLINE, || {
+        (f.delivery(id).get::<_, String>(0) == "delivering").then_some(())
+    });
+    let err =
+        f.db.query_one("SELECT status FROM webhook_retry($1)", &[&id])
+            .expect_err("in flight");
+    assert_eq!(err.code().map(|c| c.code()), Some("55006"), "{err}");
+    wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
+    assert_eq!(f.attempts(id).len(), 1);
+}
+
+#[test]
+fn worker_status_and_stats_reflect_real_work() {
+    let receiver = Receiver::start(|_, index| {
+        if index == 0 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut f = fixture("stats", &receiver.url(), Some("{0s,0s}"));
+    let id = f.insert("stats");
+    wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
+    let row = f
+        .db
+        .query_one(
+            "SELECT deliveries_total, deliveries_succeeded, deliveries_failed, retries, success_rate::float8, \
+                    last_success_at IS NOT NULL, avg_duration_ms IS NOT NULL \
+               FROM webhook_stats WHERE webhook_id = $1",
+            &[&f.webhook_id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, i64>(1), 1);
+    assert_eq!(row.get::<_, i64>(2), 0);
+    assert_eq!(row.get::<_, i64>(3), 1);
+    assert_eq!(row.get::<_, f64>(4), 1.0);
+    assert!(row.get::<_, bool>(5));
+    assert!(row.get::<_, bool>(6));
+
+    let status = f
+        .db
+        .query_one(
+            "SELECT running, pid, (SELECT backend_type FROM pg_stat_activity WHERE pid = s.pid) FROM webhook_worker_status() s",
+            &[],
+        )
+        .unwrap();
+    assert!(status.get::<_, bool>(0));
+    assert_eq!(
+        status.get::<_, Option<String>>(2).as_deref(),
+        Some("webhook_ext worker")
+    );
+}
+
+#[test]
+fn secret_rotation_signs_with_both_secrets_during_grace() {
+    let receiver = Receiver::always(Reply::ok());
+    let mut f = fixture("rotation", &receiver.url(), None);
+    let new_secret: String = f
+        .db
+        .query_one("SELECT secret FROM webhook_rotate_secret($1, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')", &[&f.webhook_id])
+        .unwrap()
+        .get(0);
+    let id = f.insert("rotated");
+    wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
+    let got = receiver.wait_for(1, DEADLINE);
+    let r = &got[0];
+    let (msg_id, ts, standard) = (
+        r.header("webhook-id").unwrap(),
+        r.header("webhook-timestamp").unwrap(),
+        r.header("webhook-signature").unwrap(),
+    );
+    assert_eq!(standard.split(' ').count(), 2, "{standard}");
+    assert!(verify_standard(&new_secret, msg_id, ts, &r.body, standard));
+    assert!(verify_standard(&f.secret, msg_id, ts, &r.body, standard));
+    assert!(verify_hex(
+        &new_secret,
+        &r.body,
+        r.header("X-Webhook-Signature").unwrap()
+    ));
+}

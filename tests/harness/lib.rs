@@ -1,0 +1,290 @@
+//! Test harness: a real PostgreSQL 15 cluster with webhook_ext preloaded, started as the
+//! `postgres` OS user in a temporary directory, plus polling helpers. The extension must be
+//! installed first (`cargo pgrx install`; `scripts/test.sh` does it).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use postgres::Client;
+pub use webhook_listen::{verify_hex, verify_standard, Receiver, RecordedRequest, Reply};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A running cluster; stopped (and its directory removed) on drop.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+/// Settings every test cluster gets; tests add their own.
+const BASE_CONF: &str = "
+listen_addresses = '127.0.0.1'
+shared_preload_libraries = 'webhook_ext'
+webhook.allowed_networks = '127.0.0.1/32'
+webhook.timeout = '2s'
+fsync = off
+synchronous_commit = on
+full_page_writes = off
+log_min_messages = log
+log_line_prefix = '%m [%p] %b '
+max_connections = 50
+";
+
+fn as_postgres(program: &str, args: &[&str]) -> Output {
+    let path = format!("{PG_BIN}/{program}");
+    let output = if unsafe { libc::geteuid() } == 0 {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", &path])
+            .args(args)
+            .output()
+    } else {
+        Command::new(&path).args(args).output()
+    };
+    output.unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// initdb + start, with `extra_conf` appended to postgresql.conf.
+    pub fn start(name: &str, extra_conf: &str) -> Cluster {
+        assert!(
+            Path::new("/usr/share/postgresql/15/extension/webhook_ext.control").exists(),
+            "webhook_ext is not installed: run `cargo pgrx install` (scripts/test.sh does)"
+        );
+        let root = PathBuf::from("/tmp/webhook_ext_tests");
+        std::fs::create_dir_all(&root).unwrap();
+        chmod(&root, 0o777);
+        let dir = root.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir_str = dir.to_str().unwrap().to_string();
+        let out = as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &dir_str,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let conf = format!(
+            "{BASE_CONF}\nport = {port}\nunix_socket_directories = '{dir_str}'\n{extra_conf}\n"
+        );
+        append(&dir.join("postgresql.conf"), &conf);
+        let cluster = Cluster { dir, port };
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn pg_ctl_start(&self) {
+        let dir = self.dir.to_str().unwrap();
+        let log = self.log_path();
+        let out = as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                dir,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        );
+    }
+
+    /// `pg_ctl stop -m <mode>` (fast, immediate).
+    pub fn pg_ctl_stop(&self, mode: &str) {
+        let dir = self.dir.to_str().unwrap();
+        let _ = as_postgres("pg_ctl", &["-D", dir, "-m", mode, "-w", "-t", "60", "stop"]);
+    }
+
+    pub fn connect_to(&self, database: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname={database} connect_timeout=5",
+                    self.port
+                ),
+                postgres::NoTls,
+            ) {
+                Ok(client) => return client,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot connect to the test cluster: {e}"),
+            }
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        self.connect_to("postgres")
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Change settings in postgresql.auto.conf and reload.
+    pub fn reload_with(&self, settings: &[(&str, &str)]) {
+        let mut db = self.connect();
+        for (name, value) in settings {
+            db.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+                .unwrap();
+        }
+        db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.pg_ctl_stop("fast");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+static SHARED: OnceLock<Mutex<Option<Cluster>>> = OnceLock::new();
+
+extern "C" fn stop_shared_cluster() {
+    if let Some(lock) = SHARED.get() {
+        if let Ok(mut guard) = lock.lock() {
+            guard.take();
+        }
+    }
+}
+
+/// One cluster shared by every test of a test binary (they use distinct event names and
+/// receivers), with the extension created in `postgres`; stopped when the binary exits.
+pub fn shared_cluster() -> (u16, PathBuf) {
+    let lock = SHARED.get_or_init(|| {
+        let name = std::env::args().next().map(|a| {
+            Path::new(&a)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('-')
+                .next()
+                .unwrap()
+                .to_string()
+        });
+        let cluster = Cluster::start(&name.unwrap_or_else(|| "shared".into()), "");
+        cluster
+            .connect()
+            .batch_execute("CREATE EXTENSION webhook_ext")
+            .unwrap();
+        unsafe { libc::atexit(stop_shared_cluster) };
+        Mutex::new(Some(cluster))
+    });
+    let guard = lock.lock().unwrap();
+    let cluster = guard.as_ref().unwrap();
+    (cluster.port, cluster.log_path())
+}
+
+pub fn connect_shared() -> Client {
+    let (port, _) = shared_cluster();
+    Client::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        postgres::NoTls,
+    )
+    .expect("connect to the shared test cluster")
+}
+
+/// Poll `check` every 20 ms until it returns Some, or panic with `what` after `deadline`.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A name unique to this test run, usable as an identifier and an event prefix.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn query_string(db: &mut Client, sql: &str) -> String {
+    db.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get::<_, String>(0)
+}
+
+pub fn query_i64(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get::<_, i64>(0)
+}
+
+/// Wait until delivery `id` reaches `status`; returns it.
+pub fn wait_for_status(db: &mut Client, delivery_id: i64, status: &str, deadline: Duration) {
+    wait_until(
+        &format!("delivery {delivery_id} to be {status}"),
+        deadline,
+        || {
+            let current: String = db
+                .query_one(
+                    "SELECT status FROM webhook_delivery WHERE id = $1",
+                    &[&delivery_id],
+                )
+                .unwrap()
+                .get(0);
+            (current == status).then_some(())
+        },
+    )
+}
