@@ -11,7 +11,7 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 FILTER="${1:-}"
 
 echo "== 1/3 unit tests (pure Rust)"
-cargo test -p webhook_delivery -p webhook_listen -- $FILTER
+cargo test --no-fail-fast -p webhook_delivery -p webhook_listen -- $FILTER
 
 echo "== 2/3 in-database tests (cargo pgrx test)"
 # The test cluster runs as the postgres OS user; its data directory must be its own.
@@ -21,4 +21,4 @@ cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_DATA" $FILTER
 
 echo "== 3/3 end-to-end tests (real cluster, worker and receivers)"
 cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
-cargo test -p webhook_ext_tests -- $FILTER
+cargo test --no-fail-fast -p webhook_ext_tests -- $FILTER

@@ -25,14 +25,18 @@ pub static RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
 pub fn init() {
-    GucRegistry::define_string_guc(
-        c"webhook.database",
-        c"Database whose webhook queue the background worker serves.",
-        c"Changing it needs a server restart.",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // A postmaster-level setting can only be defined while preloading; without preload there
+    // is no worker, so there is nothing for it to configure.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_string_guc(
+            c"webhook.database",
+            c"Database whose webhook queue the background worker serves.",
+            c"Changing it needs a server restart.",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"webhook.timeout",
         c"Total time for one delivery attempt: connect, send and receive.",

@@ -432,7 +432,11 @@ fn create_with_verify_requires_a_2xx_answer() {
         )
         .expect_err("a 500 must refuse the webhook");
     assert_eq!(err.code().map(|c| c.code()), Some("22023"));
-    assert!(err.to_string().contains("verification"), "{err}");
+    assert!(
+        db_message(&err).contains("verification failed"),
+        "{}",
+        db_message(&err)
+    );
     assert_eq!(failing.count(), 1);
     assert_eq!(
         query_i64(

@@ -142,9 +142,8 @@ impl Cluster {
                 postgres::NoTls,
             ) {
                 Ok(client) => return client,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
                 }
                 Err(e) => panic!("cannot connect to the test cluster: {e}"),
             }
@@ -271,7 +270,15 @@ pub fn query_i64(db: &mut Client, sql: &str) -> i64 {
         .get::<_, i64>(0)
 }
 
-/// Wait until delivery `id` reaches `status`; returns it.
+/// The server's message of a failed statement (the error's Display only says "db error").
+pub fn db_message(error: &postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| error.to_string())
+}
+
+/// Wait until delivery `delivery_id` reaches `status`.
 pub fn wait_for_status(db: &mut Client, delivery_id: i64, status: &str, deadline: Duration) {
     wait_until(
         &format!("delivery {delivery_id} to be {status}"),
