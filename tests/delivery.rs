@@ -79,8 +79,8 @@ impl Fixture {
             .unwrap()
     }
 
-    /// (attempt, manual, response_status, error, started_at epoch) in attempt order.
-    fn attempts(&mut self, delivery_id: i64) -> Vec<(i32, bool, Option<i32>, Option<String>, f64)> {
+    /// The delivery's attempts in order.
+    fn attempts(&mut self, delivery_id: i64) -> Vec<Attempt> {
         self.db
             .query(
                 "SELECT attempt, manual, response_status, error, extract(epoch FROM started_at)::float8 \
@@ -89,9 +89,24 @@ impl Fixture {
             )
             .unwrap()
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .map(|r| Attempt {
+                number: r.get(0),
+                manual: r.get(1),
+                response_status: r.get(2),
+                error: r.get(3),
+                started_at: r.get(4),
+            })
             .collect()
     }
+}
+
+struct Attempt {
+    number: i32,
+    manual: bool,
+    response_status: Option<i32>,
+    error: Option<String>,
+    /// Unix seconds.
+    started_at: f64,
 }
 
 fn now_unix() -> i64 {
@@ -176,7 +191,11 @@ fn insert_reaches_the_receiver_signed_with_every_spec_header() {
     let attempts = f.attempts(delivery_id);
     assert_eq!(attempts.len(), 1);
     assert_eq!(
-        (attempts[0].0, attempts[0].1, attempts[0].2),
+        (
+            attempts[0].number,
+            attempts[0].manual,
+            attempts[0].response_status
+        ),
         (1, false, Some(200))
     );
 }
@@ -224,11 +243,11 @@ fn a_receiver_failing_twice_gets_three_attempts_spaced_by_the_schedule() {
     let id = f.insert("flaky");
     wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
     let attempts = f.attempts(id);
-    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.2).collect();
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.response_status).collect();
     assert_eq!(statuses, vec![Some(500), Some(500), Some(200)]);
     assert_eq!(f.delivery(id).get::<_, i32>(1), 3);
     for pair in attempts.windows(2) {
-        let gap = pair[1].4 - pair[0].4;
+        let gap = pair[1].started_at - pair[0].started_at;
         assert!(
             gap >= 0.95,
             "attempts must be at least the schedule's 1s apart, were {gap:.3}s"
@@ -236,9 +255,12 @@ fn a_receiver_failing_twice_gets_three_attempts_spaced_by_the_schedule() {
     }
     assert_eq!(receiver.count(), 3);
     assert!(
-        attempts[0].3.as_deref().is_some_and(|e| e.contains("500")),
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("500")),
         "{:?}",
-        attempts[0].3
+        attempts[0].error
     );
 }
 
@@ -260,7 +282,8 @@ fn a_receiver_that_always_fails_ends_failed_then_webhook_retry_succeeds() {
     assert_eq!(attempts.len(), 2, "exactly the schedule's two attempts");
     assert!(attempts
         .iter()
-        .all(|a| a.2 == Some(503) && a.3.as_deref().is_some_and(|e| e.contains("503"))));
+        .all(|a| a.response_status == Some(503)
+            && a.error.as_deref().is_some_and(|e| e.contains("503"))));
     assert_eq!(receiver.count(), 2);
 
     healthy.store(true, Ordering::SeqCst);
@@ -275,7 +298,7 @@ fn a_receiver_that_always_fails_ends_failed_then_webhook_retry_succeeds() {
     assert_eq!(row.get::<_, Option<i32>>(2), Some(200));
     let attempts = f.attempts(id);
     assert_eq!(attempts.len(), 3);
-    assert!(attempts[2].1, "the retry is recorded as manual");
+    assert!(attempts[2].manual, "the retry is recorded as manual");
     assert_eq!(receiver.count(), 3);
     // The same event, same body, same signature scheme.
     let requests = receiver.requests();
@@ -314,7 +337,7 @@ fn gone_410_fails_the_delivery_and_disables_the_webhook() {
 fn redirects_are_not_followed() {
     let target = Receiver::always(Reply::ok());
     let receiver = Receiver::always(
-        Reply::status(302).with_header("Location", &format!("{}/elsewhere", target.url())),
+        Reply::status(302).with_header("Location", format!("{}/elsewhere", target.url())),
     );
     let mut f = fixture("redirect", &receiver.url(), Some("{0s}"));
     let id = f.insert("redirect");
@@ -348,7 +371,7 @@ fn retry_after_on_429_delays_the_next_attempt() {
     wait_for_status(&mut f.db, id, "succeeded", DEADLINE);
     let attempts = f.attempts(id);
     assert_eq!(attempts.len(), 2);
-    let gap = attempts[1].4 - attempts[0].4;
+    let gap = attempts[1].started_at - attempts[0].started_at;
     assert!(
         gap >= 1.95,
         "Retry-After: 2 must hold the next attempt back 2s, gap was {gap:.3}s"
