@@ -4,18 +4,30 @@
 
 use pgrx::spi::{self, SpiClient};
 
-/// The extension's schema, found in the catalog: CREATE EXTENSION may have put it anywhere.
-pub fn extension_schema(client: &SpiClient<'_>) -> spi::Result<Option<String>> {
-    client
-        .select(
-            "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
-             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-             WHERE e.extname = 'webhook_ext'",
-            None,
-            &[],
-        )?
-        .first()
-        .get_one::<String>()
+/// The installed extension: its catalog oid (new after DROP/CREATE EXTENSION) and schema,
+/// found in the catalog because CREATE EXTENSION may have put it anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    pub oid: i64,
+    pub schema: String,
+}
+
+pub fn installation(client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
+    let rows = client.select(
+        "SELECT e.oid::bigint, n.nspname::text FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+         WHERE e.extname = 'webhook_ext'",
+        None,
+        &[],
+    )?;
+    let mut found = None;
+    for row in rows {
+        found = Some(Installation {
+            oid: row.get::<i64>(1)?.unwrap_or_default(),
+            schema: row.get::<String>(2)?.unwrap_or_default(),
+        });
+    }
+    Ok(found)
 }
 
 /// A delivery claimed for one attempt, with everything needed to send it.
@@ -58,7 +70,7 @@ pub struct Recorded {
 
 /// Schema-qualified statements, built once per schema.
 pub struct Statements {
-    pub schema: String,
+    pub installation: Installation,
     claim: String,
     claim_one: String,
     record: String,
@@ -77,10 +89,10 @@ const CLAIM_RETURNING: &str = "d.id, d.webhook_id, d.event_id::text, d.event, d.
      p.previous_status";
 
 impl Statements {
-    pub fn new(schema: &str) -> Statements {
-        let s = spi::quote_identifier(schema);
+    pub fn new(installation: Installation) -> Statements {
+        let s = spi::quote_identifier(&installation.schema);
         Statements {
-            schema: schema.to_string(),
+            installation,
             // Per active webhook, up to its free room of due rows, oldest first: one slow
             // endpoint can never take every slot, and the cost does not grow with the backlog.
             claim: format!(

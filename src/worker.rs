@@ -20,6 +20,9 @@ use crate::wake;
 
 /// How often expired leases are re-queued, and the longest the worker sleeps.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Due deliveries left unclaimed (endpoints at their limit) are looked at again this often
+/// even if no attempt finishes.
+const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
 /// While the extension is not installed in `webhook.database`, look again this often.
 const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Most deliveries claimed in one transaction, so results keep flowing under a backlog.
@@ -58,6 +61,9 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     };
     worker.run();
     log!("webhook_ext worker stopping");
+    // Exit code 1, not 0: a worker terminated on its own (pg_terminate_backend, DROP DATABASE
+    // ... WITH (FORCE)) is then restarted by the postmaster; during shutdown nothing restarts.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 struct Worker {
@@ -189,16 +195,16 @@ impl Worker {
         let lease_ms = lease(settings::timeout()).as_millis() as i64;
         let first_run = self.last_maintenance.is_none();
         let retention = settings::retention();
-        let known_schema = self.statements.as_ref().map(|s| s.schema.clone());
+        let known = self.statements.as_ref().map(|s| s.installation.clone());
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
-                let Some(schema) = store::extension_schema(client)? else {
+                let Some(installation) = store::installation(client)? else {
                     return Ok(ClaimRound::NotInstalled);
                 };
-                let statements = match known_schema.as_deref() {
-                    Some(known) if known == schema => None,
-                    _ => Some(Statements::new(&schema)),
+                let statements = match known.as_ref() {
+                    Some(known) if *known == installation => None,
+                    _ => Some(Statements::new(installation)),
                 };
                 let s = statements
                     .as_ref()
@@ -227,7 +233,7 @@ impl Worker {
 
         match outcome {
             Ok(Ok(ClaimRound::NotInstalled)) => {
-                self.statements = None;
+                self.forget_schema();
                 IDLE_INTERVAL
             }
             Ok(Ok(ClaimRound::Claimed {
@@ -240,8 +246,9 @@ impl Worker {
                 if let Some(statements) = statements {
                     log!(
                         "webhook_ext worker: serving schema \"{}\"",
-                        statements.schema
+                        statements.installation.schema
                     );
+                    self.forget_schema();
                     self.statements = Some(statements);
                 }
                 if maintenance_due {
@@ -259,25 +266,18 @@ impl Worker {
                     return Duration::ZERO;
                 }
                 match next_due {
-                    // Overdue rows we could not take (no free slot): a result will wake us.
-                    Some(secs) if secs <= 0.0 => {
-                        if self.in_flight.len() >= self.concurrency {
-                            MAINTENANCE_INTERVAL
-                        } else {
-                            Duration::from_millis(50)
-                        }
-                    }
+                    // Overdue rows we could not take belong to endpoints at their limit (or
+                    // are locked by a manual retry): a finished attempt wakes us.
+                    Some(secs) if secs <= 0.0 => OVERDUE_RECHECK,
                     Some(secs) => Duration::from_secs_f64(secs).min(MAINTENANCE_INTERVAL),
                     None => MAINTENANCE_INTERVAL,
                 }
             }
             Ok(Err(e)) => {
-                self.statements = None;
                 self.fail_batch(&format!("claiming deliveries: {e}"));
                 IDLE_INTERVAL
             }
             Err(e) => {
-                self.statements = None;
                 self.fail_batch(&format!("claiming deliveries: {e}"));
                 IDLE_INTERVAL
             }
@@ -306,6 +306,26 @@ impl Worker {
             }
             self.in_flight.insert(delivery.delivery_id, delivery);
         }
+    }
+
+    /// The extension was dropped (or moved): attempts still in flight belong to rows that are
+    /// gone. A new pool makes sure none of their results is recorded against the new tables,
+    /// whose ids start over.
+    fn forget_schema(&mut self) {
+        self.statements = None;
+        if self.in_flight.is_empty() && self.local_results.is_empty() {
+            return;
+        }
+        match Pool::new(
+            self.concurrency,
+            Client::new(settings::limits(), settings::network_policy()),
+        ) {
+            Ok(pool) => self.pool = pool,
+            Err(e) => self.fail_batch(&format!("cannot restart the HTTP pool: {e}")),
+        }
+        self.in_flight.clear();
+        self.in_flight_per_webhook.clear();
+        self.local_results.clear();
     }
 
     /// One endpoint may use at most half the slots, so a slow one leaves room for the rest.

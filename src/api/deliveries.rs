@@ -16,11 +16,11 @@ use crate::store::{self, Statements};
 const PING_BODY: &str = r#"{"test":true}"#;
 
 fn statements() -> Statements {
-    let schema = Spi::connect(store::extension_schema)
+    let installation = Spi::connect(store::installation)
         .ok()
         .flatten()
-        .unwrap_or_else(|| "public".into());
-    Statements::new(&schema)
+        .unwrap_or_else(|| error!("webhook_ext is not installed in this database"));
+    Statements::new(installation)
 }
 
 /// One manual attempt of a delivery: claim it (55006 if in flight), send, record.
@@ -30,7 +30,7 @@ fn webhook_deliver_now(delivery_id: i64) {
     let exists = Spi::get_one_with_args::<String>(
         &format!(
             "SELECT status FROM {}.webhook_delivery WHERE id = $1",
-            pgrx::spi::quote_identifier(&statements.schema)
+            pgrx::spi::quote_identifier(&statements.installation.schema)
         ),
         &[delivery_id.into()],
     )
@@ -143,7 +143,7 @@ fn webhook_ping(
                 "SELECT url, secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, \
                         signature_header, headers::text \
                    FROM {}.webhook WHERE id = $1",
-                pgrx::spi::quote_identifier(&statements.schema)
+                pgrx::spi::quote_identifier(&statements.installation.schema)
             ),
             None,
             &[id.into()],

@@ -150,6 +150,18 @@ impl Cluster {
         }
     }
 
+    /// A connection, or None while the cluster is down or restarting.
+    pub fn try_connect(&self) -> Option<Client> {
+        Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5",
+                self.port
+            ),
+            postgres::NoTls,
+        )
+        .ok()
+    }
+
     pub fn connect(&self) -> Client {
         self.connect_to("postgres")
     }
