@@ -58,6 +58,20 @@ CREATE TRIGGER webhook_after_deactivate
     FOR EACH ROW WHEN (OLD.active AND NOT NEW.active)
     EXECUTE FUNCTION webhook_after_deactivate();
 
+-- Switched back on: the failure streak that disabled it starts over.
+CREATE FUNCTION webhook_after_reactivate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE @extschema@.webhook_health SET consecutive_failures = 0 WHERE webhook_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhook_after_reactivate
+    AFTER UPDATE OF active ON webhook
+    FOR EACH ROW WHEN (NOT OLD.active AND NEW.active)
+    EXECUTE FUNCTION webhook_after_reactivate();
+
 ------------------------------------------------------------------------------------------
 -- Subscriptions
 ------------------------------------------------------------------------------------------
@@ -272,11 +286,84 @@ $$;
 COMMENT ON FUNCTION webhook_retry(bigint) IS
     'Make one delivery attempt now, in this session, and return the updated delivery';
 
+-- Re-queue finished deliveries of one webhook (same event id and body, the retry schedule
+-- starts over). The worker's per-endpoint limit (half of webhook.concurrency) bounds how
+-- many of them are in flight at once, however many are replayed.
+CREATE FUNCTION webhook_replay(
+    webhook_id bigint,
+    since      timestamptz,
+    until      timestamptz DEFAULT now(),
+    status     text        DEFAULT 'failed'
+) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target @extschema@.webhook;
+    replayed integer;
+BEGIN
+    IF since IS NULL OR until IS NULL OR since > until THEN
+        RAISE EXCEPTION 'invalid since/until: both are required and since must not be after until'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF status IS NULL OR status NOT IN ('failed', 'cancelled', 'succeeded') THEN
+        RAISE EXCEPTION 'invalid status: replay takes failed, cancelled or succeeded deliveries, not %',
+            coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO target FROM @extschema@.webhook AS w WHERE w.id = webhook_replay.webhook_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_replay.webhook_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT target.active THEN
+        RAISE EXCEPTION 'webhook % is inactive; enable it first with webhook_update(%, active => true)',
+            target.id, target.id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE @extschema@.webhook_delivery AS d
+       SET status = 'pending',
+           next_attempt_at = now(),
+           attempts_before_replay = d.attempts,
+           updated_at = now()
+     WHERE d.webhook_id = webhook_replay.webhook_id
+       AND d.status = webhook_replay.status
+       AND d.created_at >= since AND d.created_at < until;
+    GET DIAGNOSTICS replayed = ROW_COUNT;
+    IF replayed > 0 THEN
+        PERFORM @extschema@.webhook_wake_on_commit();
+    END IF;
+    RETURN replayed;
+END
+$$;
+COMMENT ON FUNCTION webhook_replay(bigint, timestamptz, timestamptz, text) IS
+    'Re-queue a webhook''s deliveries created in [since, until) with the given status; returns how many';
+
+CREATE FUNCTION webhook_worker_status() RETURNS TABLE (
+    running         boolean,
+    pid             integer,
+    database        text,
+    started_at      timestamptz,
+    queue_depth     bigint,
+    in_flight       bigint,
+    attempts_total  bigint,
+    last_error      text,
+    last_error_at   timestamptz,
+    message         text,
+    settings        jsonb
+)
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.*, @extschema@.webhook_worker_settings()
+      FROM @extschema@.webhook_worker_process() AS p;
+$$;
+COMMENT ON FUNCTION webhook_worker_status() IS
+    'Is a worker running, its pid, queue depth, in flight, last error and the settings it uses';
+
 ------------------------------------------------------------------------------------------
 -- Privileges: nothing is executable by PUBLIC. docs/SECURITY.md shows the GRANTs.
 ------------------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION webhook_before_write() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_after_deactivate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_after_reactivate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_replay(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_delete(bigint) FROM PUBLIC;
@@ -294,3 +381,5 @@ REVOKE ALL ON FUNCTION webhook_verify_endpoint(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_deliver_now(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_ping(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_worker_process() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_worker_settings() FROM PUBLIC;

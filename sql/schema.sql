@@ -34,6 +34,9 @@ CREATE TABLE webhook_delivery (
     status           text NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'delivering', 'succeeded', 'failed', 'cancelled')),
     attempts         integer NOT NULL DEFAULT 0,
+    -- webhook_replay() starts the retry schedule over: the schedule position is
+    -- attempts - attempts_before_replay.
+    attempts_before_replay integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz DEFAULT now(),
     -- While status = 'delivering': when the worker's claim expires and the row is re-queued.
     lease_until      timestamptz,
@@ -55,13 +58,17 @@ CREATE INDEX webhook_delivery_leased_idx ON webhook_delivery (lease_until)
     WHERE status = 'delivering';
 CREATE INDEX webhook_delivery_finished_idx ON webhook_delivery (updated_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled');
-CREATE INDEX webhook_delivery_webhook_created_idx ON webhook_delivery (webhook_id, created_at);
+-- Covers webhook_stats' counts with an index-only scan.
+CREATE INDEX webhook_delivery_webhook_created_idx ON webhook_delivery (webhook_id, created_at)
+    INCLUDE (status, attempts);
 CREATE INDEX webhook_delivery_event_id_idx ON webhook_delivery (event_id);
 
 -- One row per HTTP attempt.
 CREATE TABLE webhook_attempt (
     id               bigserial PRIMARY KEY,
     delivery_id      bigint NOT NULL REFERENCES webhook_delivery (id) ON DELETE CASCADE,
+    -- Denormalised from the delivery so that webhook_stats reads recent attempts cheaply.
+    webhook_id       bigint,
     attempt          integer NOT NULL,
     manual           boolean NOT NULL DEFAULT false,
     started_at       timestamptz NOT NULL,
@@ -72,6 +79,17 @@ CREATE TABLE webhook_attempt (
 );
 COMMENT ON TABLE webhook_attempt IS 'webhook_ext: one row per HTTP attempt';
 CREATE INDEX webhook_attempt_delivery_idx ON webhook_attempt (delivery_id);
+CREATE INDEX webhook_attempt_webhook_idx ON webhook_attempt (webhook_id, id);
+
+-- Endpoint health, kept by the worker (one writer, batched): consecutive failed deliveries
+-- drive the automatic disabling (webhook.disable_after_failures).
+CREATE TABLE webhook_health (
+    webhook_id            bigint PRIMARY KEY REFERENCES webhook (id) ON DELETE CASCADE,
+    consecutive_failures  integer NOT NULL DEFAULT 0,
+    last_success_at       timestamptz,
+    last_failure_at       timestamptz
+);
+COMMENT ON TABLE webhook_health IS 'webhook_ext: per-webhook delivery health, maintained by the worker';
 
 -- Subscriptions are configuration: pg_dump keeps them (and their ids) even though the
 -- tables belong to the extension. Deliveries are operational data and are dumped too, so
@@ -82,12 +100,15 @@ SELECT pg_catalog.pg_extension_config_dump('webhook_delivery', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_delivery_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_attempt', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_attempt_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_health', '');
 
 -- Nothing is readable or writable by PUBLIC; docs/SECURITY.md shows the GRANTs for an app role.
-REVOKE ALL ON webhook, webhook_delivery, webhook_attempt FROM PUBLIC;
+REVOKE ALL ON webhook, webhook_delivery, webhook_attempt, webhook_health FROM PUBLIC;
 REVOKE ALL ON SEQUENCE webhook_id_seq, webhook_delivery_id_seq, webhook_attempt_id_seq FROM PUBLIC;
 
--- Per-webhook health, computed from the deliveries and their attempts.
+-- Per-webhook health. Counts come from an index-only scan of the webhook's deliveries (those
+-- not yet purged by webhook.retention); durations from its last 1000 attempts; last success,
+-- last failure and the failure streak from webhook_health.
 CREATE VIEW webhook_stats AS
 SELECT
     w.id                                                      AS webhook_id,
@@ -103,10 +124,11 @@ SELECT
     a.avg_duration_ms,
     a.p95_duration_ms,
     coalesce(d.retries, 0)                                    AS retries,
-    d.last_success_at,
-    d.last_failure_at,
-    coalesce(d.consecutive_failures, 0)                       AS consecutive_failures
+    h.last_success_at,
+    h.last_failure_at,
+    coalesce(h.consecutive_failures, 0)                       AS consecutive_failures
 FROM webhook w
+LEFT JOIN webhook_health h ON h.webhook_id = w.id
 LEFT JOIN LATERAL (
     SELECT
         count(*)                                                    AS total,
@@ -114,26 +136,17 @@ LEFT JOIN LATERAL (
         count(*) FILTER (WHERE status = 'failed')                   AS failed,
         count(*) FILTER (WHERE status IN ('pending', 'delivering')) AS pending,
         count(*) FILTER (WHERE status = 'cancelled')                AS cancelled,
-        sum(greatest(attempts - 1, 0))                              AS retries,
-        max(delivered_at) FILTER (WHERE status = 'succeeded')       AS last_success_at,
-        max(updated_at) FILTER (WHERE status = 'failed')            AS last_failure_at,
-        count(*) FILTER (
-            WHERE status = 'failed'
-              AND updated_at > coalesce(
-                  (SELECT max(s.delivered_at) FROM webhook_delivery s
-                    WHERE s.webhook_id = w.id AND s.status = 'succeeded'),
-                  '-infinity')
-        )                                                           AS consecutive_failures
+        sum(greatest(attempts - 1, 0))                              AS retries
     FROM webhook_delivery
     WHERE webhook_id = w.id
 ) d ON true
 LEFT JOIN LATERAL (
     SELECT
-        round(avg(at.duration_ms), 1)                                          AS avg_duration_ms,
-        percentile_cont(0.95) WITHIN GROUP (ORDER BY at.duration_ms)           AS p95_duration_ms
-    FROM webhook_delivery dd
-    JOIN webhook_attempt at ON at.delivery_id = dd.id
-    WHERE dd.webhook_id = w.id AND at.duration_ms IS NOT NULL
+        round(avg(recent.duration_ms), 1)                                      AS avg_duration_ms,
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY recent.duration_ms)       AS p95_duration_ms
+    FROM (SELECT duration_ms FROM webhook_attempt
+           WHERE webhook_id = w.id AND duration_ms IS NOT NULL
+           ORDER BY id DESC LIMIT 1000) recent
 ) a ON true;
 COMMENT ON VIEW webhook_stats IS 'webhook_ext: delivery health per webhook';
 REVOKE ALL ON webhook_stats FROM PUBLIC;

@@ -55,6 +55,11 @@ pub fn unsendable(reason: String) -> Outcome {
     }
 }
 
+/// How a batch of recorded outcomes moves each webhook's failure streak.
+pub fn health_deltas(records: &[Recorded]) -> Vec<webhook_delivery::health::HealthDelta> {
+    webhook_delivery::health::deltas(records.iter().map(|r| (r.webhook_id, r.status)))
+}
+
 /// What the delivery becomes after this attempt, and the reason to disable its webhook
 /// (410 Gone), if any.
 pub fn record_for(
@@ -70,7 +75,11 @@ pub fn record_for(
             .collect()
     });
     let schedule_in_force = own_schedule.as_deref().unwrap_or(default_schedule);
-    let verdict = schedule::decide(outcome, claimed.attempt.max(0) as u32, schedule_in_force);
+    let verdict = schedule::decide(
+        outcome,
+        claimed.schedule_position.max(1) as u32,
+        schedule_in_force,
+    );
 
     let mut disable = None;
     let (mut status, mut retry_delay_ms) = match verdict {
@@ -95,6 +104,7 @@ pub fn record_for(
 
     let recorded = Recorded {
         delivery_id: claimed.delivery_id,
+        webhook_id: claimed.webhook_id,
         attempt: claimed.attempt,
         manual,
         status,

@@ -21,6 +21,7 @@ pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 pub static ALLOWED_NETWORKS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
+pub static DISABLE_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(20);
 pub static RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
@@ -68,6 +69,16 @@ pub fn init() {
         &CONCURRENCY,
         1,
         1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhook.disable_after_failures",
+        c"Disable a webhook after this many consecutive failed deliveries (0: never).",
+        c"A delivery has failed when the last attempt of its retry schedule failed. webhook_update(id, active => true) enables it again.",
+        &DISABLE_AFTER_FAILURES,
+        0,
+        1_000_000,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -142,6 +153,25 @@ pub fn retry_schedule() -> Vec<Duration> {
 
 pub fn network_policy() -> NetworkPolicy {
     NetworkPolicy::parse(&string_value(&ALLOWED_NETWORKS)).unwrap_or_default()
+}
+
+pub fn disable_after_failures() -> i32 {
+    DISABLE_AFTER_FAILURES.get().max(0)
+}
+
+/// The values in force, as the worker publishes them for webhook_worker_status().
+pub fn effective_json() -> String {
+    serde_json::json!({
+        "database": database(),
+        "timeout_ms": TIMEOUT_MS.get(),
+        "retry_schedule": string_value(&RETRY_SCHEDULE),
+        "concurrency": concurrency(),
+        "max_response_bytes": MAX_RESPONSE_BYTES.get(),
+        "allowed_networks": string_value(&ALLOWED_NETWORKS),
+        "retention": string_value(&RETENTION),
+        "disable_after_failures": disable_after_failures(),
+    })
+    .to_string()
 }
 
 pub fn retention() -> Duration {

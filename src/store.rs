@@ -10,11 +10,12 @@ use pgrx::spi::{self, SpiClient};
 pub struct Installation {
     pub oid: i64,
     pub schema: String,
+    pub version: String,
 }
 
 pub fn installation(client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
     let rows = client.select(
-        "SELECT e.oid::bigint, n.nspname::text FROM pg_catalog.pg_extension e \
+        "SELECT e.oid::bigint, n.nspname::text, e.extversion::text FROM pg_catalog.pg_extension e \
          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
          WHERE e.extname = 'webhook_ext'",
         None,
@@ -25,6 +26,7 @@ pub fn installation(client: &SpiClient<'_>) -> spi::Result<Option<Installation>>
         found = Some(Installation {
             oid: row.get::<i64>(1)?.unwrap_or_default(),
             schema: row.get::<String>(2)?.unwrap_or_default(),
+            version: row.get::<String>(3)?.unwrap_or_default(),
         });
     }
     Ok(found)
@@ -40,6 +42,8 @@ pub struct Claimed {
     pub body: String,
     /// 1-based number of the attempt being made (also the claim's token).
     pub attempt: i32,
+    /// Position in the retry schedule (attempts since creation or the last replay).
+    pub schedule_position: i32,
     pub url: String,
     pub secret: String,
     pub previous_secret: Option<String>,
@@ -55,6 +59,7 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub delivery_id: i64,
+    pub webhook_id: i64,
     pub attempt: i32,
     pub manual: bool,
     /// pending | succeeded | failed
@@ -78,6 +83,8 @@ pub struct Statements {
     requeue_expired: String,
     next_due: String,
     purge: String,
+    health: String,
+    forget_expired_secrets: String,
 }
 
 const CLAIM_RETURNING: &str = "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
@@ -86,7 +93,7 @@ const CLAIM_RETURNING: &str = "d.id, d.webhook_id, d.event_id::text, d.event, d.
      w.signature_header, w.headers::text, \
      (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
         FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n)), \
-     p.previous_status";
+     p.previous_status, d.attempts - d.attempts_before_replay";
 
 impl Statements {
     pub fn new(installation: Installation) -> Statements {
@@ -151,10 +158,11 @@ impl Statements {
                     WHERE d.id = o.delivery_id AND d.status = 'delivering' AND d.attempts = o.attempt \
                    RETURNING d.id) \
                  INSERT INTO {s}.webhook_attempt \
-                        (delivery_id, attempt, manual, started_at, duration_ms, response_status, response_body, error) \
-                 SELECT o.delivery_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), o.duration_ms, \
-                        o.response_status, o.response_body, o.error \
-                   FROM o WHERE EXISTS (SELECT 1 FROM {s}.webhook_delivery d WHERE d.id = o.delivery_id)"
+                        (delivery_id, webhook_id, attempt, manual, started_at, duration_ms, response_status, \
+                         response_body, error) \
+                 SELECT o.delivery_id, d.webhook_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), \
+                        o.duration_ms, o.response_status, o.response_body, o.error \
+                   FROM o JOIN {s}.webhook_delivery d ON d.id = o.delivery_id"
             ),
             disable: format!(
                 "UPDATE {s}.webhook w SET active = false, disabled_reason = r.reason \
@@ -171,6 +179,37 @@ impl Statements {
                 "SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8 \
                    FROM {s}.webhook_delivery d JOIN {s}.webhook w ON w.id = d.webhook_id \
                   WHERE d.status = 'pending' AND w.active"
+            ),
+            // The streak of failed deliveries: a success in the batch restarts it. Crossing
+            // the threshold ($5 > 0) disables the webhook, which cancels its pending rows.
+            health: format!(
+                "WITH delta AS ( \
+                   SELECT * FROM unnest($1::bigint[], $2::bool[], $3::bool[], $4::int[]) \
+                     AS d(webhook_id, succeeded, failed, failures)), \
+                 health AS ( \
+                   INSERT INTO {s}.webhook_health AS h \
+                          (webhook_id, consecutive_failures, last_success_at, last_failure_at) \
+                   SELECT d.webhook_id, d.failures, CASE WHEN d.succeeded THEN now() END, \
+                          CASE WHEN d.failed THEN now() END \
+                     FROM delta d JOIN {s}.webhook w ON w.id = d.webhook_id \
+                   ON CONFLICT (webhook_id) DO UPDATE SET \
+                      consecutive_failures = CASE WHEN excluded.last_success_at IS NOT NULL \
+                          THEN excluded.consecutive_failures \
+                          ELSE h.consecutive_failures + excluded.consecutive_failures END, \
+                      last_success_at = coalesce(excluded.last_success_at, h.last_success_at), \
+                      last_failure_at = coalesce(excluded.last_failure_at, h.last_failure_at) \
+                   RETURNING h.webhook_id, h.consecutive_failures) \
+                 UPDATE {s}.webhook w SET active = false, \
+                        disabled_reason = format('disabled automatically on %s after %s consecutive failed deliveries', \
+                            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), health.consecutive_failures) \
+                   FROM health \
+                  WHERE w.id = health.webhook_id AND w.active AND $5::int > 0 \
+                    AND health.consecutive_failures >= $5::int"
+            ),
+            // After its grace period a rotated-out secret is forgotten.
+            forget_expired_secrets: format!(
+                "UPDATE {s}.webhook SET previous_secret = NULL, previous_secret_expires_at = NULL \
+                  WHERE previous_secret_expires_at <= now()"
             ),
             // Small batches by primary key: never a long lock on rows writers touch.
             purge: format!(
@@ -278,6 +317,40 @@ impl Statements {
         Ok(())
     }
 
+    /// Move each webhook's failure streak; disable those reaching `disable_after` (0: never).
+    /// Returns how many were disabled.
+    pub fn update_health(
+        &self,
+        client: &mut SpiClient<'_>,
+        deltas: &[webhook_delivery::health::HealthDelta],
+        disable_after: i32,
+    ) -> spi::Result<u64> {
+        if deltas.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = deltas.iter().map(|d| d.webhook_id).collect();
+        let succeeded: Vec<bool> = deltas.iter().map(|d| d.succeeded).collect();
+        let failed: Vec<bool> = deltas.iter().map(|d| d.failed).collect();
+        let failures: Vec<i32> = deltas.iter().map(|d| d.failures).collect();
+        let rows = client.update(
+            self.health.as_str(),
+            None,
+            &[
+                ids.into(),
+                succeeded.into(),
+                failed.into(),
+                failures.into(),
+                disable_after.into(),
+            ],
+        )?;
+        Ok(rows.len() as u64)
+    }
+
+    pub fn forget_expired_secrets(&self, client: &mut SpiClient<'_>) -> spi::Result<()> {
+        client.update(self.forget_expired_secrets.as_str(), None, &[])?;
+        Ok(())
+    }
+
     /// Switch webhooks off (410 Gone); their pending deliveries are cancelled by trigger.
     pub fn disable(
         &self,
@@ -324,5 +397,6 @@ fn read_claimed(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Claimed> {
         headers_json: row.get::<String>(11)?.unwrap_or_else(|| "{}".to_string()),
         schedule_ms: row.get::<Vec<i64>>(12)?,
         previous_status: row.get::<String>(13)?.unwrap_or_default(),
+        schedule_position: row.get::<i32>(14)?.unwrap_or_default(),
     })
 }

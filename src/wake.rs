@@ -17,6 +17,7 @@ static WORKER: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"webhook_ext_work
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 
 pub const LAST_ERROR_CAPACITY: usize = 512;
+pub const SETTINGS_CAPACITY: usize = 1024;
 
 #[derive(Copy, Clone)]
 pub struct WorkerState {
@@ -27,6 +28,8 @@ pub struct WorkerState {
     pub last_error_at_unix: i64,
     pub last_error_len: usize,
     pub last_error: [u8; LAST_ERROR_CAPACITY],
+    pub settings_len: usize,
+    pub settings: [u8; SETTINGS_CAPACITY],
 }
 
 impl Default for WorkerState {
@@ -39,6 +42,8 @@ impl Default for WorkerState {
             last_error_at_unix: 0,
             last_error_len: 0,
             last_error: [0; LAST_ERROR_CAPACITY],
+            settings_len: 0,
+            settings: [0; SETTINGS_CAPACITY],
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct WorkerSnapshot {
     pub attempts_total: u64,
     pub last_error: Option<String>,
     pub last_error_at_unix: i64,
+    /// JSON of the settings the worker runs with.
+    pub settings: Option<String>,
 }
 
 pub fn init() {
@@ -143,6 +150,14 @@ pub fn report_progress(in_flight: usize, attempts_finished: u64) {
     state.attempts_total += attempts_finished;
 }
 
+/// The settings the worker runs with (JSON), after start and every reload.
+pub fn publish_settings(json: &str) {
+    let mut state = WORKER.exclusive();
+    let bytes = truncate_utf8(json, SETTINGS_CAPACITY).as_bytes();
+    state.settings[..bytes.len()].copy_from_slice(bytes);
+    state.settings_len = bytes.len();
+}
+
 /// The worker's latest problem (never contains a secret: callers pass SQL errors and
 /// delivery errors, neither of which carries one).
 pub fn report_error(message: &str) {
@@ -160,7 +175,10 @@ pub fn snapshot() -> Option<WorkerSnapshot> {
     let state = WORKER.share();
     let last_error = (state.last_error_len > 0)
         .then(|| String::from_utf8_lossy(&state.last_error[..state.last_error_len]).into_owned());
+    let settings = (state.pid != 0 && state.settings_len > 0)
+        .then(|| String::from_utf8_lossy(&state.settings[..state.settings_len]).into_owned());
     Some(WorkerSnapshot {
+        settings,
         pid: state.pid,
         started_at_unix: state.started_at_unix,
         in_flight: state.in_flight,

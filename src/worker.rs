@@ -50,6 +50,7 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     let database = settings::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     wake::register_worker();
+    wake::publish_settings(&settings::effective_json());
     log!("webhook_ext worker started, serving database \"{database}\"");
 
     let mut worker = match Worker::new() {
@@ -78,6 +79,7 @@ struct Worker {
     concurrency: usize,
     schedule: Vec<Duration>,
     last_maintenance: Option<Instant>,
+    version_warned: bool,
 }
 
 impl Worker {
@@ -96,6 +98,7 @@ impl Worker {
             concurrency,
             schedule: settings::retry_schedule(),
             last_maintenance: None,
+            version_warned: false,
         })
     }
 
@@ -125,6 +128,7 @@ impl Worker {
         self.pool.grow(self.concurrency);
         self.pool
             .set_client(Client::new(settings::limits(), settings::network_policy()));
+        wake::publish_settings(&settings::effective_json());
     }
 
     /// Record every finished attempt in one transaction.
@@ -162,10 +166,15 @@ impl Worker {
             return;
         };
         let finished = records.len() as u64;
+        let health = attempt::health_deltas(&records);
+        let disable_after = settings::disable_after_failures();
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| {
                 statements.record(client, &records)?;
-                statements.disable(client, &disable)
+                statements.disable(client, &disable)?;
+                statements
+                    .update_health(client, &health, disable_after)
+                    .map(|_| ())
             })
         }));
         match outcome {
@@ -202,6 +211,9 @@ impl Worker {
                 let Some(installation) = store::installation(client)? else {
                     return Ok(ClaimRound::NotInstalled);
                 };
+                if installation.version != env!("CARGO_PKG_VERSION") {
+                    return Ok(ClaimRound::OtherVersion(installation.version));
+                }
                 let statements = match known.as_ref() {
                     Some(known) if *known == installation => None,
                     _ => Some(Statements::new(installation)),
@@ -214,6 +226,7 @@ impl Worker {
                 if maintenance_due {
                     requeued = s.requeue_expired(client, first_run)?;
                     purged = s.purge(client, retention, PURGE_BATCH)?;
+                    s.forget_expired_secrets(client)?;
                 }
                 let claimed = if free > 0 {
                     s.claim(client, free as i64, &busy, per_webhook, lease_ms)?
@@ -234,6 +247,19 @@ impl Worker {
         match outcome {
             Ok(Ok(ClaimRound::NotInstalled)) => {
                 self.forget_schema();
+                IDLE_INTERVAL
+            }
+            Ok(Ok(ClaimRound::OtherVersion(version))) => {
+                self.forget_schema();
+                let message = format!(
+                    "webhook_ext {version} is installed but this server runs {}: run ALTER EXTENSION webhook_ext UPDATE",
+                    env!("CARGO_PKG_VERSION")
+                );
+                if !self.version_warned {
+                    warning!("webhook_ext worker: {message}");
+                    self.version_warned = true;
+                }
+                wake::report_error(&message);
                 IDLE_INTERVAL
             }
             Ok(Ok(ClaimRound::Claimed {
@@ -343,6 +369,8 @@ impl Worker {
 #[allow(clippy::large_enum_variant)]
 enum ClaimRound {
     NotInstalled,
+    /// Installed at another version: deliveries wait for ALTER EXTENSION ... UPDATE.
+    OtherVersion(String),
     Claimed {
         statements: Option<Statements>,
         claimed: Vec<Claimed>,

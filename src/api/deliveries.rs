@@ -70,9 +70,13 @@ fn webhook_deliver_now(delivery_id: i64) {
         .map(|reason| (claimed.webhook_id, reason))
         .into_iter()
         .collect();
+    let health = attempt::health_deltas(std::slice::from_ref(&recorded));
     Spi::connect_mut(|client| {
         statements.record(client, &[recorded])?;
-        statements.disable(client, &disable)
+        statements.disable(client, &disable)?;
+        statements
+            .update_health(client, &health, settings::disable_after_failures())
+            .map(|_| ())
     })
     .unwrap_or_else(|e| error!("webhook_retry: {e}"));
 }

@@ -5,8 +5,11 @@ use pgrx::prelude::*;
 
 use crate::{settings, wake};
 
+/// The worker process as shared memory shows it; `webhook_worker_status()` (sql/api.sql)
+/// adds the settings. (The Rust name keeps the C symbol of version 0.1.0's
+/// webhook_worker_status, which pointed here.)
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile)]
+#[pg_extern(volatile, name = "webhook_worker_process")]
 fn webhook_worker_status() -> TableIterator<
     'static,
     (
@@ -75,4 +78,11 @@ fn webhook_worker_status() -> TableIterator<
         }
     };
     TableIterator::once(row)
+}
+
+/// The settings the running worker uses (after its last reload); NULL without a worker.
+#[pg_extern(volatile)]
+fn webhook_worker_settings() -> Option<pgrx::JsonB> {
+    let settings = wake::snapshot()?.settings?;
+    serde_json::from_str(&settings).ok().map(pgrx::JsonB)
 }

@@ -212,6 +212,40 @@ mod tests {
         assert_eq!(executable, "");
     }
 
+    #[pg_test]
+    fn security_definer_functions_pin_their_search_path() {
+        let definers = text(
+            "SELECT string_agg(p.proname || ' ' || array_to_string(p.proconfig, ','), '; ' ORDER BY p.proname) \
+               FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+              WHERE p.prosecdef",
+        );
+        assert_eq!(
+            definers,
+            "webhook_emit search_path=pg_catalog, pg_temp; webhook_trigger search_path=pg_catalog, pg_temp"
+        );
+
+        // A role allowed to emit shadows a function the emit path calls: it is not used, and
+        // emitting gives it no access to the secrets.
+        create_webhook("https://example.com/x", "{*}");
+        run("CREATE ROLE webhook_ext_test_app");
+        run("GRANT EXECUTE ON FUNCTION webhook_emit(text, jsonb) TO webhook_ext_test_app");
+        run("CREATE SCHEMA evil AUTHORIZATION webhook_ext_test_app");
+        run("SET LOCAL ROLE webhook_ext_test_app");
+        run("CREATE FUNCTION evil.gen_random_uuid() RETURNS uuid LANGUAGE sql AS $$ SELECT '00000000-0000-0000-0000-000000000bad'::uuid $$");
+        run("SET LOCAL search_path = evil, public");
+        assert_eq!(one::<i32>("SELECT webhook_emit('a.b', '{}')"), Some(1));
+        setup();
+        assert_refused("SELECT secret FROM webhook", "42501", "webhook");
+        run("RESET ROLE");
+        run("RESET search_path");
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_delivery WHERE event_id = '00000000-0000-0000-0000-000000000bad'"),
+            0
+        );
+        assert_eq!(count("SELECT count(*) FROM webhook_delivery"), 1);
+    }
+
     // ---------------------------------------------------------------------------------
     // Subscriptions
     // ---------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ impl Cluster {
             Path::new("/usr/share/postgresql/15/extension/webhook_ext.control").exists(),
             "webhook_ext is not installed: run `cargo pgrx install` (scripts/test.sh does)"
         );
+        install_archived_versions();
         let root = PathBuf::from("/tmp/webhook_ext_tests");
         std::fs::create_dir_all(&root).unwrap();
         chmod(&root, 0o777);
@@ -185,6 +186,20 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.pg_ctl_stop("fast");
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Earlier releases' install scripts (sql/archive), so that upgrade tests can create them;
+/// `cargo pgrx install` only installs the current version and the upgrade scripts.
+fn install_archived_versions() {
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/archive");
+    let target = Path::new("/usr/share/postgresql/15/extension");
+    for entry in std::fs::read_dir(archive).into_iter().flatten().flatten() {
+        let destination = target.join(entry.file_name());
+        if std::fs::read(&destination).ok() != std::fs::read(entry.path()).ok() {
+            std::fs::copy(entry.path(), &destination)
+                .unwrap_or_else(|e| panic!("cannot install {}: {e}", destination.display()));
+        }
     }
 }
 

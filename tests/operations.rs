@@ -1,0 +1,534 @@
+//! Operating webhook_ext: automatic disabling and replay, retention, settings reload, secret
+//! rotation expiry, pg_dump/pg_restore and the upgrade from 0.1.0. Real cluster, real worker,
+//! real receivers; each test has its own cluster because they change settings.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use webhook_ext_tests::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn status_of(db: &mut Client, delivery_id: i64) -> String {
+    db.query_one(
+        "SELECT status FROM webhook_delivery WHERE id = $1",
+        &[&delivery_id],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn emit(db: &mut Client, event: &str) -> i64 {
+    db.execute("SELECT webhook_emit($1, '{\"n\": 1}')", &[&event])
+        .unwrap();
+    db.query_one(
+        "SELECT max(id) FROM webhook_delivery WHERE event = $1",
+        &[&event],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
+    let cluster = Cluster::start("autodisable", "webhook.disable_after_failures = 3");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let healthy = Arc::new(AtomicBool::new(false));
+    let switch = healthy.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if switch.load(Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(503)
+        }
+    });
+    let id: i64 = db
+        .query_one(
+            "SELECT id FROM webhook_create($1, 'k', '{pedido.*}')",
+            &[&receiver.url()],
+        )
+        .unwrap()
+        .get(0);
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s}' WHERE id = $1",
+        &[&id],
+    )
+    .unwrap();
+
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let delivery = emit(&mut db, "pedido.criado");
+        wait_for_status(&mut db, delivery, "failed", DEADLINE);
+        failed.push(delivery);
+    }
+    let row = db
+        .query_one(
+            "SELECT active, disabled_reason FROM webhook WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert!(
+        !row.get::<_, bool>(0),
+        "3 consecutive failed deliveries disable the webhook"
+    );
+    let reason: String = row.get(1);
+    assert!(
+        reason.contains("3 consecutive failed deliveries")
+            && reason.contains("disabled automatically on"),
+        "{reason}"
+    );
+    let streak: i32 = db
+        .query_one(
+            "SELECT consecutive_failures FROM webhook_stats WHERE webhook_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(streak, 3);
+    let queued: i32 = db
+        .query_one("SELECT webhook_emit('pedido.criado', '{}')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0, "an inactive webhook gets no new deliveries");
+
+    // Replaying an inactive webhook is refused; enabling it clears the reason and the streak.
+    let err = db
+        .query_one(
+            "SELECT webhook_replay($1, now() - interval '1 hour')",
+            &[&id],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code().map(|c| c.code()),
+        Some("55000"),
+        "{}",
+        db_message(&err)
+    );
+    db.execute("SELECT webhook_update($1, active => true)", &[&id])
+        .unwrap();
+    let row = db
+        .query_one(
+            "SELECT w.disabled_reason, s.consecutive_failures FROM webhook w JOIN webhook_stats s ON s.webhook_id = w.id WHERE w.id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+    assert_eq!(row.get::<_, i32>(1), 0);
+
+    // Deliveries queued and then cancelled by a deactivation can be replayed too.
+    let mut tx = db.transaction().unwrap();
+    tx.execute("SELECT webhook_emit('pedido.cancelado', '{}')", &[])
+        .unwrap();
+    tx.execute("SELECT webhook_update($1, active => false)", &[&id])
+        .unwrap();
+    tx.commit().unwrap();
+    let cancelled = db
+        .query_one(
+            "SELECT max(id) FROM webhook_delivery WHERE event = 'pedido.cancelado'",
+            &[],
+        )
+        .unwrap();
+    let cancelled: i64 = cancelled.get(0);
+    assert_eq!(status_of(&mut db, cancelled), "cancelled");
+    db.execute("SELECT webhook_update($1, active => true)", &[&id])
+        .unwrap();
+
+    healthy.store(true, Ordering::SeqCst);
+    let before = receiver.count();
+    let replayed: i32 = db
+        .query_one(
+            "SELECT webhook_replay($1, now() - interval '1 hour')",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 3, "the three failed deliveries");
+    let replayed: i32 = db
+        .query_one(
+            "SELECT webhook_replay($1, now() - interval '1 hour', status => 'cancelled')",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 1);
+    for delivery in failed.iter().chain([&cancelled]) {
+        wait_for_status(&mut db, *delivery, "succeeded", DEADLINE);
+    }
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), before + 4);
+    // Same events, same bodies as the first time; new attempts numbered on.
+    let first_event = requests[0].header("X-Event-ID").unwrap();
+    assert!(requests[before..]
+        .iter()
+        .any(|r| r.header("X-Event-ID") == Some(first_event) && r.body == requests[0].body));
+    let attempts: Vec<i32> = db
+        .query(
+            "SELECT attempt FROM webhook_attempt WHERE delivery_id = $1 ORDER BY attempt",
+            &[&failed[0]],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(attempts, vec![1, 2]);
+    let err = db
+        .query_one(
+            "SELECT webhook_replay($1, now(), status => 'pending')",
+            &[&id],
+        )
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("22023"));
+}
+
+#[test]
+fn retention_purges_finished_deliveries_but_never_pending_ones() {
+    let cluster = Cluster::start("retention", "webhook.retention = '1s'");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let ok = Receiver::always(Reply::ok());
+    let failing = Receiver::always(Reply::status(500));
+    db.execute("SELECT webhook_create($1, 'k', '{ok.*}')", &[&ok.url()])
+        .unwrap();
+    let slow: i64 = db
+        .query_one(
+            "SELECT id FROM webhook_create($1, 'k', '{later.*}')",
+            &[&failing.url()],
+        )
+        .unwrap()
+        .get(0);
+    // After one failure the next attempt is a week away: pending all along.
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s,7 days}' WHERE id = $1",
+        &[&slow],
+    )
+    .unwrap();
+    let finished = emit(&mut db, "ok.done");
+    let pending = emit(&mut db, "later.retry");
+    wait_for_status(&mut db, finished, "succeeded", DEADLINE);
+    wait_until("the pending delivery's first attempt", DEADLINE, || {
+        let attempts: i32 = db
+            .query_one(
+                "SELECT attempts FROM webhook_delivery WHERE id = $1",
+                &[&pending],
+            )
+            .unwrap()
+            .get(0);
+        (attempts == 1 && status_of(&mut db, pending) == "pending").then_some(())
+    });
+    wait_until("the finished delivery to be purged", DEADLINE, || {
+        let left: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_delivery WHERE id = $1",
+                &[&finished],
+            )
+            .unwrap()
+            .get(0);
+        (left == 0).then_some(())
+    });
+    let attempts_of_finished: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook_attempt WHERE delivery_id = $1",
+            &[&finished],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts_of_finished, 0, "its attempts go with it");
+    assert_eq!(
+        status_of(&mut db, pending),
+        "pending",
+        "pending deliveries are never purged"
+    );
+    let attempts_of_pending: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook_attempt WHERE delivery_id = $1",
+            &[&pending],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts_of_pending, 1);
+}
+
+#[test]
+fn settings_change_on_reload_and_status_shows_what_the_worker_uses() {
+    let cluster = Cluster::start("reload", "");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let settings = |db: &mut Client| -> serde_json::Value {
+        let text: Option<String> = db
+            .query_one("SELECT settings::text FROM webhook_worker_status()", &[])
+            .unwrap()
+            .get(0);
+        serde_json::from_str(&text.unwrap_or_else(|| "null".into())).unwrap()
+    };
+    let initial = wait_until("the worker to publish its settings", DEADLINE, || {
+        Some(settings(&mut db)).filter(|s| !s.is_null())
+    });
+    assert_eq!(initial["retry_schedule"], "0s,1min,5min,15min,1h");
+    assert_eq!(initial["timeout_ms"], 2000);
+
+    cluster.reload_with(&[
+        ("webhook.concurrency", "7"),
+        ("webhook.retry_schedule", "0s,2s"),
+        ("webhook.timeout", "1500ms"),
+        ("webhook.disable_after_failures", "0"),
+    ]);
+    let reloaded = wait_until("the worker to reload", DEADLINE, || {
+        Some(settings(&mut db)).filter(|s| s["concurrency"] == 7)
+    });
+    assert_eq!(reloaded["retry_schedule"], "0s,2s");
+    assert_eq!(reloaded["timeout_ms"], 1500);
+    assert_eq!(reloaded["disable_after_failures"], 0);
+
+    // The reloaded schedule is the one used: two attempts, at least 2 s apart, then failed.
+    let failing = Receiver::always(Reply::status(500));
+    db.execute(
+        "SELECT webhook_create($1, 'k', '{sched.*}')",
+        &[&failing.url()],
+    )
+    .unwrap();
+    let delivery = emit(&mut db, "sched.x");
+    wait_for_status(&mut db, delivery, "failed", DEADLINE);
+    let gap: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM max(started_at) - min(started_at))::float8 FROM webhook_attempt WHERE delivery_id = $1 HAVING count(*) = 2",
+            &[&delivery],
+        )
+        .unwrap()
+        .get(0);
+    assert!(gap >= 1.95, "{gap}");
+
+    // Invalid values are refused when set, naming the setting.
+    for (name, value) in [
+        ("webhook.retry_schedule", "soon"),
+        ("webhook.allowed_networks", "10.0.0.0/99"),
+        ("webhook.retention", "forever"),
+    ] {
+        let err = db
+            .batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+            .unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("22023"),
+            "{name}: {}",
+            db_message(&err)
+        );
+    }
+}
+
+#[test]
+fn a_rotated_out_secret_is_forgotten_after_its_grace_period() {
+    let cluster = Cluster::start("rotation", "");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let receiver = Receiver::always(Reply::ok());
+    let row = db
+        .query_one(
+            "SELECT id, secret FROM webhook_create($1, events => '{rot.*}')",
+            &[&receiver.url()],
+        )
+        .unwrap();
+    let (id, old_secret): (i64, String) = (row.get(0), row.get(1));
+    let new_secret: String = db
+        .query_one(
+            "SELECT secret FROM webhook_rotate_secret($1, grace => '1 second')",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    wait_until("the old secret to be forgotten", DEADLINE, || {
+        let previous: Option<String> = db
+            .query_one("SELECT previous_secret FROM webhook WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        previous.is_none().then_some(())
+    });
+    let delivery = emit(&mut db, "rot.after");
+    wait_for_status(&mut db, delivery, "succeeded", DEADLINE);
+    let request = receiver.wait_for(1, DEADLINE).remove(0);
+    let standard = request.header("webhook-signature").unwrap();
+    assert_eq!(standard.split(' ').count(), 1, "{standard}");
+    let (msg_id, ts) = (
+        request.header("webhook-id").unwrap(),
+        request.header("webhook-timestamp").unwrap(),
+    );
+    assert!(verify_standard(
+        &new_secret,
+        msg_id,
+        ts,
+        &request.body,
+        standard
+    ));
+    assert!(!verify_standard(
+        &old_secret,
+        msg_id,
+        ts,
+        &request.body,
+        standard
+    ));
+    assert!(!verify_hex(
+        &old_secret,
+        &request.body,
+        request.header("X-Webhook-Signature").unwrap()
+    ));
+}
+
+/// Runs a PostgreSQL client program against the cluster as root over TCP.
+fn pg_tool(cluster: &Cluster, program: &str, args: &[&str]) {
+    let port = cluster.port.to_string();
+    let out = std::process::Command::new(format!("/usr/lib/postgresql/15/bin/{program}"))
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pg_dump_and_pg_restore_keep_webhooks_their_ids_and_queued_deliveries() {
+    let cluster = Cluster::start("dump", "");
+    let mut admin = cluster.connect();
+    admin.batch_execute("CREATE DATABASE source").unwrap();
+    admin.batch_execute("CREATE DATABASE target").unwrap();
+    let mut source = cluster.connect_to("source");
+    source.batch_execute(
+        "CREATE EXTENSION webhook_ext;
+         SELECT webhook_create('https://a.example.com/hook', 'secret-a', '{cliente.*}', name => 'a');
+         SELECT webhook_create('https://b.example.com/hook', 'secret-b', '{tarefa.*}', name => 'b');
+         SELECT webhook_create('https://c.example.com/hook', 'secret-c', name => 'c', headers => '{\"X-Tenant\": \"7\"}');
+         SELECT webhook_delete(2);
+         SELECT webhook_emit('cliente.criado', '{\"id\": 1}');",
+    )
+    .unwrap();
+    let dump = cluster.dir.join("source.dump");
+    let dump = dump.to_str().unwrap();
+    pg_tool(&cluster, "pg_dump", &["-Fc", "-f", dump, "source"]);
+    pg_tool(&cluster, "pg_restore", &["-d", "target", dump]);
+
+    let snapshot = |db: &mut Client| -> Vec<String> {
+        db.query(
+            "SELECT concat_ws('|', id, name, url, secret, events::text, headers::text, active) FROM webhook ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let mut target = cluster.connect_to("target");
+    assert_eq!(snapshot(&mut target), snapshot(&mut source));
+    let deliveries = |db: &mut Client| -> Vec<String> {
+        db.query("SELECT concat_ws('|', id, webhook_id, event_id, body, status) FROM webhook_delivery ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(deliveries(&mut target), deliveries(&mut source));
+    assert_eq!(deliveries(&mut target).len(), 2);
+    // The sequence came along: the next webhook does not reuse an id.
+    let next: i64 = target
+        .query_one(
+            "SELECT id FROM webhook_create('https://d.example.com/hook', 'secret-d')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 4);
+}
+
+fn extension_functions(db: &mut Client) -> Vec<String> {
+    db.query(
+        "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || pg_get_function_result(p.oid) \
+           FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
+    let cluster = Cluster::start("upgrade", "");
+    let mut admin = cluster.connect();
+    admin.batch_execute("CREATE DATABASE fresh").unwrap();
+    cluster
+        .connect_to("fresh")
+        .batch_execute("CREATE EXTENSION webhook_ext")
+        .unwrap();
+
+    let receiver = Receiver::always(Reply::ok());
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext VERSION '0.1.0'")
+        .unwrap();
+    let row = db
+        .query_one(
+            "SELECT id, secret FROM webhook_create($1, events => '{up.*}')",
+            &[&receiver.url()],
+        )
+        .unwrap();
+    let (id, secret): (i64, String) = (row.get(0), row.get(1));
+    let delivery = emit(&mut db, "up.before");
+    // The 0.2.0 worker does not touch a 0.1.0 schema: it says so and waits.
+    let last_error = wait_until("the worker to ask for the update", DEADLINE, || {
+        db.query_one("SELECT last_error FROM webhook_worker_status()", &[])
+            .unwrap()
+            .get::<_, Option<String>>(0)
+    });
+    assert!(
+        last_error.contains("ALTER EXTENSION webhook_ext UPDATE"),
+        "{last_error}"
+    );
+    assert_eq!(status_of(&mut db, delivery), "pending");
+
+    db.batch_execute("ALTER EXTENSION webhook_ext UPDATE")
+        .unwrap();
+    let version: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'webhook_ext'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "0.2.0");
+    wait_for_status(&mut db, delivery, "succeeded", DEADLINE);
+    let request = receiver.wait_for(1, DEADLINE).remove(0);
+    assert!(verify_hex(
+        &secret,
+        &request.body,
+        request.header("X-Webhook-Signature").unwrap()
+    ));
+
+    // Same functions as a fresh 0.2.0 install, and the new ones work on the old data.
+    assert_eq!(
+        extension_functions(&mut db),
+        extension_functions(&mut cluster.connect_to("fresh"))
+    );
+    let settings: Option<String> = db
+        .query_one("SELECT settings::text FROM webhook_worker_status()", &[])
+        .unwrap()
+        .get(0);
+    assert!(settings.is_some());
+    let stats = db
+        .query_one("SELECT deliveries_succeeded, last_success_at IS NOT NULL FROM webhook_stats WHERE webhook_id = $1", &[&id])
+        .unwrap();
+    assert_eq!(stats.get::<_, i64>(0), 1);
+    assert!(stats.get::<_, bool>(1));
+    let replayed: i32 = db
+        .query_one(
+            "SELECT webhook_replay($1, now() - interval '1 hour', status => 'succeeded')",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 1);
+    assert_eq!(receiver.wait_for(2, DEADLINE).len(), 2);
+}
