@@ -2,6 +2,7 @@
 # One-time machine setup for webhook_ext: Debian packages, cargo-pgrx 0.18.0 (only when
 # missing) and `cargo pgrx init` against the system PostgreSQL 15. Safe to run again.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.0
@@ -26,6 +27,11 @@ fi
 if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   echo "setup: cargo pgrx init --pg15 $PG_CONFIG"
   cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+fi
+
+# Runtimes and libraries of the example receivers (Node, Python, PHP), when present.
+if [ -f scripts/setup-receivers.sh ]; then
+  bash scripts/setup-receivers.sh
 fi
 
 # The test and demo clusters run as the `postgres` OS user, which must be able to read

@@ -2,7 +2,64 @@
 //! `webhook_retry`. Each statement works on sets (arrays in, rows out) so the worker records
 //! a whole batch of outcomes in one round trip.
 
-use pgrx::spi::{self, SpiClient};
+use std::cell::RefCell;
+
+use pgrx::pg_sys::BuiltinOid::{
+    BOOLARRAYOID, BOOLOID, FLOAT8ARRAYOID, FLOAT8OID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID,
+    TEXTARRAYOID,
+};
+use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::{PgBuiltInOids, PgOid};
+
+/// A statement planned once (on first use) and kept across transactions: the worker runs the
+/// same few statements thousands of times a second.
+struct Prepared {
+    sql: String,
+    types: Vec<PgOid>,
+    plan: RefCell<Option<OwnedPreparedStatement>>,
+}
+
+impl Prepared {
+    fn new(types: &[PgBuiltInOids], sql: String) -> Prepared {
+        Prepared {
+            sql,
+            types: types.iter().map(|&t| PgOid::BuiltIn(t)).collect(),
+            plan: RefCell::new(None),
+        }
+    }
+
+    fn prepare(&self, client: &SpiClient<'_>, mutating: bool) -> spi::Result<()> {
+        if self.plan.borrow().is_none() {
+            let plan = if mutating {
+                client.prepare_mut(self.sql.as_str(), &self.types)?
+            } else {
+                client.prepare(self.sql.as_str(), &self.types)?
+            };
+            *self.plan.borrow_mut() = Some(plan.keep());
+        }
+        Ok(())
+    }
+
+    fn run<'conn>(
+        &self,
+        client: &mut SpiClient<'conn>,
+        args: &[pgrx::datum::DatumWithOid<'_>],
+    ) -> spi::Result<SpiTupleTable<'conn>> {
+        self.prepare(client, true)?;
+        let plan = self.plan.borrow();
+        client.update(plan.as_ref().expect("prepared above"), None, args)
+    }
+
+    fn run_readonly<'conn>(
+        &self,
+        client: &SpiClient<'conn>,
+        args: &[pgrx::datum::DatumWithOid<'_>],
+    ) -> spi::Result<SpiTupleTable<'conn>> {
+        self.prepare(client, false)?;
+        let plan = self.plan.borrow();
+        client.select(plan.as_ref().expect("prepared above"), None, args)
+    }
+}
 
 /// The installed extension: its catalog oid (new after DROP/CREATE EXTENSION) and schema,
 /// found in the catalog because CREATE EXTENSION may have put it anywhere.
@@ -76,15 +133,15 @@ pub struct Recorded {
 /// Schema-qualified statements, built once per schema.
 pub struct Statements {
     pub installation: Installation,
-    claim: String,
-    claim_one: String,
-    record: String,
-    disable: String,
-    requeue_expired: String,
-    next_due: String,
-    purge: String,
-    health: String,
-    forget_expired_secrets: String,
+    claim: Prepared,
+    claim_one: Prepared,
+    record: Prepared,
+    disable: Prepared,
+    requeue_expired: Prepared,
+    next_due: Prepared,
+    purge: Prepared,
+    health: Prepared,
+    forget_expired_secrets: Prepared,
 }
 
 const CLAIM_RETURNING: &str = "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
@@ -102,7 +159,7 @@ impl Statements {
             installation,
             // Per active webhook, up to its free room of due rows, oldest first: one slow
             // endpoint can never take every slot, and the cost does not grow with the backlog.
-            claim: format!(
+            claim: Prepared::new(&[INT8OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT8OID], format!(
                 "WITH busy(webhook_id, in_flight) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
                  room AS ( \
                    SELECT w.id AS webhook_id, $4::int - coalesce(b.in_flight, 0) AS room \
@@ -123,10 +180,10 @@ impl Statements {
                    FROM p, {s}.webhook w \
                   WHERE d.id = p.id AND w.id = d.webhook_id \
                  RETURNING {CLAIM_RETURNING}"
-            ),
+            )),
             // A row locked by someone else, or already in flight, is not claimed: the caller
             // reports it as in use.
-            claim_one: format!(
+            claim_one: Prepared::new(&[INT8OID, INT8OID], format!(
                 "WITH p AS ( \
                    SELECT d.id, d.status AS previous_status FROM {s}.webhook_delivery d \
                     WHERE d.id = $1 AND d.status <> 'delivering' FOR UPDATE SKIP LOCKED) \
@@ -136,10 +193,10 @@ impl Statements {
                    FROM p, {s}.webhook w \
                   WHERE d.id = p.id AND w.id = d.webhook_id \
                  RETURNING {CLAIM_RETURNING}"
-            ),
+            )),
             // The attempt is always recorded (if the delivery still exists); the delivery's
             // state only if this claim still holds it (a re-queued lease has moved on).
-            record: format!(
+            record: Prepared::new(&[INT8ARRAYOID, INT4ARRAYOID, BOOLARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID], format!(
                 "WITH o AS ( \
                    SELECT * FROM unnest($1::bigint[], $2::int[], $3::bool[], $4::text[], $5::bigint[], \
                                         $6::float8[], $7::int[], $8::int[], $9::text[], $10::text[]) \
@@ -163,26 +220,26 @@ impl Statements {
                  SELECT o.delivery_id, d.webhook_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), \
                         o.duration_ms, o.response_status, o.response_body, o.error \
                    FROM o JOIN {s}.webhook_delivery d ON d.id = o.delivery_id"
-            ),
-            disable: format!(
+            )),
+            disable: Prepared::new(&[INT8ARRAYOID, TEXTARRAYOID], format!(
                 "UPDATE {s}.webhook w SET active = false, disabled_reason = r.reason \
                    FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) \
                   WHERE w.id = r.id AND w.active"
-            ),
-            requeue_expired: format!(
+            )),
+            requeue_expired: Prepared::new(&[BOOLOID], format!(
                 "UPDATE {s}.webhook_delivery \
                     SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now(), \
                         error = 'lease expired: the attempt did not report back (worker restarted?)' \
                   WHERE status = 'delivering' AND ($1 OR lease_until < now())"
-            ),
-            next_due: format!(
+            )),
+            next_due: Prepared::new(&[], format!(
                 "SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8 \
                    FROM {s}.webhook_delivery d JOIN {s}.webhook w ON w.id = d.webhook_id \
                   WHERE d.status = 'pending' AND w.active"
-            ),
+            )),
             // The streak of failed deliveries: a success in the batch restarts it. Crossing
             // the threshold ($5 > 0) disables the webhook, which cancels its pending rows.
-            health: format!(
+            health: Prepared::new(&[INT8ARRAYOID, BOOLARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT4OID], format!(
                 "WITH delta AS ( \
                    SELECT * FROM unnest($1::bigint[], $2::bool[], $3::bool[], $4::int[]) \
                      AS d(webhook_id, succeeded, failed, failures)), \
@@ -205,20 +262,20 @@ impl Statements {
                    FROM health \
                   WHERE w.id = health.webhook_id AND w.active AND $5::int > 0 \
                     AND health.consecutive_failures >= $5::int"
-            ),
+            )),
             // After its grace period a rotated-out secret is forgotten.
-            forget_expired_secrets: format!(
+            forget_expired_secrets: Prepared::new(&[], format!(
                 "UPDATE {s}.webhook SET previous_secret = NULL, previous_secret_expires_at = NULL \
                   WHERE previous_secret_expires_at <= now()"
-            ),
+            )),
             // Small batches by primary key: never a long lock on rows writers touch.
-            purge: format!(
+            purge: Prepared::new(&[FLOAT8OID, INT8OID], format!(
                 "DELETE FROM {s}.webhook_delivery WHERE id IN ( \
                    SELECT id FROM {s}.webhook_delivery \
                     WHERE status IN ('succeeded', 'failed', 'cancelled') \
                       AND updated_at < now() - $1::float8 * interval '1 second' \
                     ORDER BY updated_at LIMIT $2)"
-            ),
+            )),
         }
     }
 
@@ -230,11 +287,9 @@ impl Statements {
         retention: std::time::Duration,
         batch: i64,
     ) -> spi::Result<u64> {
-        let rows = client.update(
-            self.purge.as_str(),
-            None,
-            &[retention.as_secs_f64().into(), batch.into()],
-        )?;
+        let rows = self
+            .purge
+            .run(client, &[retention.as_secs_f64().into(), batch.into()])?;
         Ok(rows.len() as u64)
     }
 
@@ -249,9 +304,8 @@ impl Statements {
     ) -> spi::Result<Vec<Claimed>> {
         let busy_ids: Vec<i64> = busy.iter().map(|b| b.0).collect();
         let busy_counts: Vec<i32> = busy.iter().map(|b| b.1).collect();
-        let rows = client.update(
-            self.claim.as_str(),
-            None,
+        let rows = self.claim.run(
+            client,
             &[
                 limit.into(),
                 busy_ids.into(),
@@ -270,11 +324,9 @@ impl Statements {
         delivery_id: i64,
         lease_ms: i64,
     ) -> spi::Result<Option<Claimed>> {
-        let rows = client.update(
-            self.claim_one.as_str(),
-            None,
-            &[delivery_id.into(), lease_ms.into()],
-        )?;
+        let rows = self
+            .claim_one
+            .run(client, &[delivery_id.into(), lease_ms.into()])?;
         let mut claimed = rows
             .map(|row| read_claimed(&row))
             .collect::<spi::Result<Vec<_>>>()?;
@@ -298,9 +350,8 @@ impl Statements {
             outcomes.iter().map(|o| o.response_status).collect();
         let response_body = col(&|o| o.response_body.clone());
         let error = col(&|o| o.error.clone());
-        client.update(
-            self.record.as_str(),
-            None,
+        self.record.run(
+            client,
             &[
                 ids.into(),
                 attempts.into(),
@@ -332,9 +383,8 @@ impl Statements {
         let succeeded: Vec<bool> = deltas.iter().map(|d| d.succeeded).collect();
         let failed: Vec<bool> = deltas.iter().map(|d| d.failed).collect();
         let failures: Vec<i32> = deltas.iter().map(|d| d.failures).collect();
-        let rows = client.update(
-            self.health.as_str(),
-            None,
+        let rows = self.health.run(
+            client,
             &[
                 ids.into(),
                 succeeded.into(),
@@ -347,7 +397,7 @@ impl Statements {
     }
 
     pub fn forget_expired_secrets(&self, client: &mut SpiClient<'_>) -> spi::Result<()> {
-        client.update(self.forget_expired_secrets.as_str(), None, &[])?;
+        self.forget_expired_secrets.run(client, &[])?;
         Ok(())
     }
 
@@ -362,21 +412,21 @@ impl Statements {
         }
         let ids: Vec<i64> = webhooks.iter().map(|w| w.0).collect();
         let reasons: Vec<String> = webhooks.iter().map(|w| w.1.clone()).collect();
-        client.update(self.disable.as_str(), None, &[ids.into(), reasons.into()])?;
+        self.disable.run(client, &[ids.into(), reasons.into()])?;
         Ok(())
     }
 
     /// Put claims whose lease ran out back in the queue (`all`: every claim, at worker start,
     /// when no attempt of a previous worker can still be running).
     pub fn requeue_expired(&self, client: &mut SpiClient<'_>, all: bool) -> spi::Result<u64> {
-        let rows = client.update(self.requeue_expired.as_str(), None, &[all.into()])?;
+        let rows = self.requeue_expired.run(client, &[all.into()])?;
         Ok(rows.len() as u64)
     }
 
     /// Seconds until the earliest pending delivery is due (negative: overdue), None if none.
     pub fn next_due_in(&self, client: &SpiClient<'_>) -> spi::Result<Option<f64>> {
-        client
-            .select(self.next_due.as_str(), None, &[])?
+        self.next_due
+            .run_readonly(client, &[])?
             .first()
             .get_one::<f64>()
     }
