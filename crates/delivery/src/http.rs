@@ -227,16 +227,25 @@ impl Client {
             {
                 (OutcomeKind::Tls, format!("TLS error: {}", cause(error)))
             } else {
+                let cause = cause(error);
+                // ureq reports headers cut off by a closed connection as an unterminated
+                // header line, followed by the raw bytes as a list of numbers: say what
+                // happened and drop the byte dump.
+                let cut_off = cause.contains("didn't end with");
                 let what = match error.kind() {
                     K::BadStatus => "malformed response status line",
                     K::BadHeader => "malformed response header",
                     K::ConnectionFailed => "connection failed",
-                    _ if has_io_error(error, is_closed) => {
+                    _ if cut_off || has_io_error(error, is_closed) => {
                         "connection closed before a complete response"
                     }
                     _ => "connection error",
                 };
-                (OutcomeKind::Transport, format!("{what}: {}", cause(error)))
+                let cause = match cause.find(": [") {
+                    Some(list) if cause.ends_with(']') => cause[..list].to_string(),
+                    _ => cause,
+                };
+                (OutcomeKind::Transport, format!("{what}: {cause}"))
             };
         Outcome::failure(kind, message)
     }

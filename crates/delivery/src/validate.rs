@@ -112,6 +112,20 @@ pub fn secret(s: &str) -> Result<(), InvalidField> {
     if s.chars().any(char::is_control) {
         return fail("must not contain control characters".into());
     }
+    // Standard Webhooks libraries base64-decode what follows `whsec_`; a remainder that does
+    // not decode would be keyed differently by them and by us, and never verify.
+    if let Some(key) = s.strip_prefix(crate::signing::SECRET_PREFIX) {
+        use base64::Engine as _;
+        if base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_or(true, |k| k.is_empty())
+        {
+            return fail(format!(
+                "a secret starting with {} must continue with base64 (the Standard Webhooks format)",
+                crate::signing::SECRET_PREFIX
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -393,7 +407,9 @@ mod tests {
 
     #[test]
     fn secret_rules() {
-        assert!(secret("whsec_abc").is_ok());
+        assert!(secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_ok());
+        assert!(message(secret("whsec_abc"), "secret").contains("base64"));
+        assert!(message(secret("whsec_"), "secret").contains("base64"));
         assert!(secret("a secret with spaces").is_ok());
         assert!(secret(&"x".repeat(1024)).is_ok());
         assert!(message(secret(""), "secret").contains("blank"));
