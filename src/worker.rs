@@ -53,6 +53,17 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     wake::publish_settings(&settings::effective_json());
     log!("webhook_ext worker started, serving database \"{database}\"");
 
+    // The worker's own commits (claims, outcomes) need not wait for the WAL flush: losing one
+    // in a crash only means an attempt is made again (at-least-once), never a lost event —
+    // events are committed by the application's transactions, with its own setting.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
         Err(e) => {

@@ -888,3 +888,59 @@ fn manual_retries_racing_the_worker_never_overlap_and_number_attempts_uniquely()
     assert_eq!(most, Some(1), "never two requests for the delivery at once");
     assert_shared_worker_unharmed(&mut db);
 }
+
+fn worker_rss_kb(pid: i32) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn worker_memory_stays_flat_under_huge_and_endless_bodies() {
+    let cluster = Cluster::start("memory", "");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    // Warm up (HTTP pool, saved plans) before the first measure.
+    let ok = Receiver::always(Reply::ok());
+    let warm = hook(&mut db, &ok.url(), None, None);
+    let first = emit(&mut db, &warm);
+    assert_eq!(wait_finished(&mut db, first).status, "succeeded");
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook_ext worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let before = worker_rss_kb(pid);
+
+    let huge = Receiver::always(Reply::HugeBody {
+        status: 200,
+        bytes: 10_000_000,
+    });
+    let endless = Receiver::always(Reply::EndlessChunked { status: 200 });
+    let mut deliveries = Vec::new();
+    for receiver in [&huge, &endless] {
+        let target = hook(&mut db, &receiver.url(), None, Some("{0s}"));
+        for _ in 0..16 {
+            deliveries.push(emit(&mut db, &target));
+        }
+    }
+    for delivery in deliveries {
+        wait_finished(&mut db, delivery);
+    }
+    let after = worker_rss_kb(pid);
+    // Buffering those bodies would take 160 MB for the 10 MB ones alone.
+    assert!(
+        after - before < 32 * 1024,
+        "worker RSS grew from {before} kB to {after} kB"
+    );
+    let same: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(same, 1, "the same worker served them all");
+}
