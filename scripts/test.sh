@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of webhook_ext (run scripts/setup.sh once first):
+# Runs every test of webhook_ext, on a fresh machine too (it runs scripts/setup.sh first,
+# which returns at once when everything is installed):
 #   1. pure Rust unit tests (delivery core, test receiver)     cargo test
 #   2. in-database tests (#[pg_test])                          cargo pgrx test
 #   3. end-to-end tests: real cluster + worker + receivers     tests/
@@ -12,6 +13,8 @@ FILTER="${1:-}"
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 failed_stages=0
+
+bash scripts/setup.sh
 
 stage() {
   echo "== $1"
