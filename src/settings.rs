@@ -187,12 +187,22 @@ fn refuse(detail: &str) -> bool {
     false
 }
 
-unsafe fn new_value<'a>(newval: *mut *mut c_char) -> Option<&'a str> {
+/// A check hook's verdict on the proposed value, with the parser's message as DETAIL.
+unsafe fn check<T, E: std::fmt::Display>(
+    newval: *mut *mut c_char,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> bool {
     let ptr = unsafe { *newval };
-    if ptr.is_null() {
-        return Some("");
+    let value = if ptr.is_null() {
+        Some("")
+    } else {
+        unsafe { CStr::from_ptr(ptr) }.to_str().ok()
+    };
+    match value.map(parse) {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => refuse(&e.to_string()),
+        None => refuse("not valid UTF-8"),
     }
-    unsafe { CStr::from_ptr(ptr) }.to_str().ok()
 }
 
 #[pg_guard]
@@ -201,11 +211,7 @@ unsafe extern "C-unwind" fn check_retry_schedule(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    match unsafe { new_value(newval) }.map(schedule::parse_schedule) {
-        Some(Ok(_)) => true,
-        Some(Err(e)) => refuse(&e.to_string()),
-        None => refuse("not valid UTF-8"),
-    }
+    unsafe { check(newval, schedule::parse_schedule) }
 }
 
 #[pg_guard]
@@ -214,11 +220,7 @@ unsafe extern "C-unwind" fn check_allowed_networks(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    match unsafe { new_value(newval) }.map(NetworkPolicy::parse) {
-        Some(Ok(_)) => true,
-        Some(Err(e)) => refuse(&e.to_string()),
-        None => refuse("not valid UTF-8"),
-    }
+    unsafe { check(newval, NetworkPolicy::parse) }
 }
 
 #[pg_guard]
@@ -227,9 +229,5 @@ unsafe extern "C-unwind" fn check_retention(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    match unsafe { new_value(newval) }.map(schedule::parse_duration) {
-        Some(Ok(_)) => true,
-        Some(Err(e)) => refuse(&e.to_string()),
-        None => refuse("not valid UTF-8"),
-    }
+    unsafe { check(newval, schedule::parse_duration) }
 }

@@ -1,8 +1,7 @@
 //! Delivery end to end: real commits in a real cluster with the worker preloaded, real HTTP
 //! receivers on 127.0.0.1. Each test uses its own table, event names and receiver.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use webhook_ext_tests::*;
@@ -266,15 +265,7 @@ fn a_receiver_failing_twice_gets_three_attempts_spaced_by_the_schedule() {
 
 #[test]
 fn a_receiver_that_always_fails_ends_failed_then_webhook_retry_succeeds() {
-    let healthy = Arc::new(AtomicBool::new(false));
-    let switch = healthy.clone();
-    let receiver = Receiver::start(move |_, _| {
-        if switch.load(Ordering::SeqCst) {
-            Reply::ok()
-        } else {
-            Reply::status(503)
-        }
-    });
+    let (receiver, healthy) = recovering_receiver(503);
     let mut f = fixture("down", &receiver.url(), Some("{0s,1s}"));
     let id = f.insert("down");
     wait_for_status(&mut f.db, id, "failed", DEADLINE);

@@ -17,16 +17,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// out the lease.
 const BEFORE_LEASE_EXPIRY: Duration = Duration::from_secs(25);
 
-fn worker_pid(db: &mut Client) -> Option<i32> {
-    db.query_opt(
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook_ext worker'",
-        &[],
-    )
-    .ok()
-    .flatten()
-    .map(|r| r.get(0))
-}
-
 /// A table `carga (n int)` whose inserts emit `carga.created`, and a webhook for it.
 fn carga(db: &mut Client, url: &str) -> i64 {
     db.batch_execute(

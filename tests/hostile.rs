@@ -83,15 +83,6 @@ impl Finished {
     }
 }
 
-fn status_of(db: &mut Client, delivery_id: i64) -> String {
-    db.query_one(
-        "SELECT status FROM webhook_delivery WHERE id = $1",
-        &[&delivery_id],
-    )
-    .unwrap()
-    .get(0)
-}
-
 fn wait_finished(db: &mut Client, delivery_id: i64) -> Finished {
     wait_until(
         &format!("delivery {delivery_id} to succeed or fail"),
@@ -248,7 +239,7 @@ fn run_hostile(url: &str) -> HostileRun {
 
     let hostile_id = emit(&mut db, &hostile_hook);
     wait_until("the worker to take the hostile delivery", DEADLINE, || {
-        (status_of(&mut db, hostile_id) != "pending").then_some(())
+        (delivery_status(&mut db, hostile_id) != "pending").then_some(())
     });
     let fast_id = emit(&mut db, &fast_hook);
     wait_for_status(&mut db, fast_id, "succeeded", DEADLINE);
@@ -841,7 +832,7 @@ fn manual_retries_racing_the_worker_never_overlap_and_number_attempts_uniquely()
             let mut session = connect_shared();
             thread::spawn(move || {
                 let (mut made, mut refused) = (0, 0);
-                while made < 3 && status_of(&mut session, id) != "failed" {
+                while made < 3 && delivery_status(&mut session, id) != "failed" {
                     match retry(&mut session, id) {
                         Ok(_) => made += 1,
                         Err((code, message)) => {

@@ -7,15 +7,6 @@ use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn worker_pid(db: &mut Client) -> Option<i32> {
-    db.query_opt(
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook_ext worker'",
-        &[],
-    )
-    .unwrap()
-    .map(|r| r.get(0))
-}
-
 fn emit_and_receive(db: &mut Client, schema: &str, receiver: &Receiver, event: &str) {
     db.execute(
         &format!("SELECT {schema}.webhook_create($1, 'k', ARRAY[$2])"),

@@ -2,22 +2,12 @@
 //! rotation expiry, pg_dump/pg_restore and the upgrade from 0.1.0. Real cluster, real worker,
 //! real receivers; each test has its own cluster because they change settings.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn status_of(db: &mut Client, delivery_id: i64) -> String {
-    db.query_one(
-        "SELECT status FROM webhook_delivery WHERE id = $1",
-        &[&delivery_id],
-    )
-    .unwrap()
-    .get(0)
-}
 
 fn emit(db: &mut Client, event: &str) -> i64 {
     db.execute("SELECT webhook_emit($1, '{\"n\": 1}')", &[&event])
@@ -35,15 +25,7 @@ fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
     let cluster = Cluster::start("autodisable", "webhook.disable_after_failures = 3");
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
-    let healthy = Arc::new(AtomicBool::new(false));
-    let switch = healthy.clone();
-    let receiver = Receiver::start(move |_, _| {
-        if switch.load(Ordering::SeqCst) {
-            Reply::ok()
-        } else {
-            Reply::status(503)
-        }
-    });
+    let (receiver, healthy) = recovering_receiver(503);
     let id: i64 = db
         .query_one(
             "SELECT id FROM webhook_create($1, 'k', '{pedido.*}')",
@@ -131,7 +113,7 @@ fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
         )
         .unwrap();
     let cancelled: i64 = cancelled.get(0);
-    assert_eq!(status_of(&mut db, cancelled), "cancelled");
+    assert_eq!(delivery_status(&mut db, cancelled), "cancelled");
     db.execute("SELECT webhook_update($1, active => true)", &[&id])
         .unwrap();
 
@@ -215,7 +197,7 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
             )
             .unwrap()
             .get(0);
-        (attempts == 1 && status_of(&mut db, pending) == "pending").then_some(())
+        (attempts == 1 && delivery_status(&mut db, pending) == "pending").then_some(())
     });
     wait_until("the finished delivery to be purged", DEADLINE, || {
         let left: i64 = db
@@ -236,7 +218,7 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
         .get(0);
     assert_eq!(attempts_of_finished, 0, "its attempts go with it");
     assert_eq!(
-        status_of(&mut db, pending),
+        delivery_status(&mut db, pending),
         "pending",
         "pending deliveries are never purged"
     );
@@ -496,7 +478,7 @@ fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
         last_error.contains("ALTER EXTENSION webhook_ext UPDATE"),
         "{last_error}"
     );
-    assert_eq!(status_of(&mut db, delivery), "pending");
+    assert_eq!(delivery_status(&mut db, delivery), "pending");
 
     db.batch_execute("ALTER EXTENSION webhook_ext UPDATE")
         .unwrap();

@@ -5,7 +5,7 @@
 //! from `scripts/setup.sh`; a missing one fails the test rather than skipping it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
@@ -105,14 +105,6 @@ fn command(kind: Kind, port: u16) -> Command {
             cmd
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Collects a child's output lines as they come.

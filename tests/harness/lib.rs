@@ -46,7 +46,8 @@ fn as_postgres(program: &str, args: &[&str]) -> Output {
     output.unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -303,6 +304,43 @@ pub fn db_message(error: &postgres::Error) -> String {
         .as_db_error()
         .map(|e| e.message().to_string())
         .unwrap_or_else(|| error.to_string())
+}
+
+/// The pid of the running webhook_ext worker, if any.
+pub fn worker_pid(db: &mut Client) -> Option<i32> {
+    db.query_opt(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook_ext worker'",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .map(|r| r.get(0))
+}
+
+pub fn delivery_status(db: &mut Client, delivery_id: i64) -> String {
+    db.query_one(
+        "SELECT status FROM webhook_delivery WHERE id = $1",
+        &[&delivery_id],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// A receiver that answers `failure` until the returned switch is set, then 200.
+pub fn recovering_receiver(
+    failure: u16,
+) -> (Receiver, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let healthy = std::sync::Arc::new(AtomicBool::new(false));
+    let switch = healthy.clone();
+    let receiver = Receiver::start(move |_, _| {
+        if switch.load(Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(failure)
+        }
+    });
+    (receiver, healthy)
 }
 
 /// Wait until delivery `delivery_id` reaches `status`.
