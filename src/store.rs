@@ -70,14 +70,15 @@ pub struct Installation {
     pub version: String,
 }
 
+const INSTALLATION_SQL: &str = "SELECT e.oid::bigint, n.nspname::text, e.extversion::text \
+     FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+     WHERE e.extname = 'webhook_ext'";
+
 pub fn installation(client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
-    let rows = client.select(
-        "SELECT e.oid::bigint, n.nspname::text, e.extversion::text FROM pg_catalog.pg_extension e \
-         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-         WHERE e.extname = 'webhook_ext'",
-        None,
-        &[],
-    )?;
+    read_installation(client.select(INSTALLATION_SQL, None, &[])?)
+}
+
+fn read_installation(rows: SpiTupleTable<'_>) -> spi::Result<Option<Installation>> {
     let mut found = None;
     for row in rows {
         found = Some(Installation {
@@ -87,6 +88,21 @@ pub fn installation(client: &SpiClient<'_>) -> spi::Result<Option<Installation>>
         });
     }
     Ok(found)
+}
+
+/// The installation lookup the worker makes every round, planned once.
+pub struct InstallationLookup(Prepared);
+
+impl Default for InstallationLookup {
+    fn default() -> Self {
+        InstallationLookup(Prepared::new(&[], INSTALLATION_SQL.to_string()))
+    }
+}
+
+impl InstallationLookup {
+    pub fn find(&self, client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
+        read_installation(self.0.run_readonly(client, &[])?)
+    }
 }
 
 /// A delivery claimed for one attempt, with everything needed to send it.
@@ -232,10 +248,14 @@ impl Statements {
                         error = 'lease expired: the attempt did not report back (worker restarted?)' \
                   WHERE status = 'delivering' AND ($1 OR lease_until < now())"
             )),
+            // One probe of the due index per active webhook: the backlog's size does not matter.
             next_due: Prepared::new(&[], format!(
-                "SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8 \
-                   FROM {s}.webhook_delivery d JOIN {s}.webhook w ON w.id = d.webhook_id \
-                  WHERE d.status = 'pending' AND w.active"
+                "SELECT extract(epoch FROM min(due.at) - now())::float8 \
+                   FROM {s}.webhook w CROSS JOIN LATERAL ( \
+                     SELECT d.next_attempt_at AS at FROM {s}.webhook_delivery d \
+                      WHERE d.webhook_id = w.id AND d.status = 'pending' \
+                      ORDER BY d.next_attempt_at LIMIT 1) due \
+                  WHERE w.active"
             )),
             // The streak of failed deliveries: a success in the batch restarts it. Crossing
             // the threshold ($5 > 0) disables the webhook, which cancels its pending rows.

@@ -10,6 +10,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+use webhook_delivery::fair::FairQueue;
 use webhook_delivery::http::Client;
 use webhook_delivery::pool::{Job, JobResult, Pool};
 
@@ -25,6 +26,10 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
 /// While the extension is not installed in `webhook.database`, look again this often.
 const IDLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Under load (at least this many attempts running), wait this long for more results before
+/// recording a small batch.
+const COALESCE_MIN_RUNNING: usize = 8;
+const COALESCE_WAIT: Duration = Duration::from_micros(500);
 /// Most deliveries claimed in one transaction, so results keep flowing under a backlog.
 const MAX_CLAIM_BATCH: usize = 1_000;
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
@@ -56,13 +61,19 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     // The worker's own commits (claims, outcomes) need not wait for the WAL flush: losing one
     // in a crash only means an attempt is made again (at-least-once), never a lost event —
     // events are committed by the application's transactions, with its own setting.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
+    // Its statements are few and fixed: plan them once (generic plans), not per execution.
+    for (name, value) in [
+        (c"synchronous_commit", c"off"),
+        (c"plan_cache_mode", c"force_generic_plan"),
+    ] {
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
+        }
     }
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
@@ -81,10 +92,12 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
 struct Worker {
     pool: Pool,
     statements: Option<Statements>,
+    installation: store::InstallationLookup,
+    /// Claimed deliveries, waiting for a thread (round-robin across webhooks, a cap per
+    /// webhook) or running; claiming ahead lets one transaction claim many.
+    queue: FairQueue<Claimed>,
     /// Claimed deliveries whose attempt is in the pool, by delivery id.
     in_flight: HashMap<i64, Claimed>,
-    /// In-flight attempts per webhook, to keep one endpoint from taking every slot.
-    in_flight_per_webhook: HashMap<i64, i32>,
     /// Outcomes known without sending (e.g. unsendable requests), recorded with the next batch.
     local_results: Vec<JobResult>,
     concurrency: usize,
@@ -103,8 +116,9 @@ impl Worker {
         Ok(Worker {
             pool,
             statements: None,
+            installation: store::InstallationLookup::default(),
+            queue: FairQueue::default(),
             in_flight: HashMap::new(),
-            in_flight_per_webhook: HashMap::new(),
             local_results: Vec::new(),
             concurrency,
             schedule: settings::retry_schedule(),
@@ -121,6 +135,7 @@ impl Worker {
             }
 
             self.record_results();
+            self.start_attempts();
             let sleep = self.maintain_and_claim();
             wake::report_progress(self.in_flight.len(), 0);
 
@@ -146,6 +161,13 @@ impl Worker {
     fn record_results(&mut self) {
         let mut results = std::mem::take(&mut self.local_results);
         results.extend(self.pool.try_results());
+        // Under load, let a few more attempts finish so that one transaction records them
+        // together; at a trickle (few running) nothing waits.
+        let running = self.queue.running_len();
+        if running >= COALESCE_MIN_RUNNING && !results.is_empty() && results.len() < running / 4 {
+            std::thread::sleep(COALESCE_WAIT);
+            results.extend(self.pool.try_results());
+        }
         if results.is_empty() {
             return;
         }
@@ -155,12 +177,7 @@ impl Worker {
             let Some(claimed) = self.in_flight.remove(&result.delivery_id) else {
                 continue;
             };
-            if let Some(count) = self.in_flight_per_webhook.get_mut(&claimed.webhook_id) {
-                *count -= 1;
-                if *count <= 0 {
-                    self.in_flight_per_webhook.remove(&claimed.webhook_id);
-                }
-            }
+            self.queue.finished(claimed.webhook_id);
             let (recorded, disable_reason) = attempt::record_for(
                 &claimed,
                 &result.outcome,
@@ -196,21 +213,33 @@ impl Worker {
         }
     }
 
-    /// Re-queue expired leases when due, claim what fits in the free slots, dispatch it.
+    /// Re-queue expired leases when due, claim ahead what the queue has room for, start it.
     /// Returns how long to sleep before the next pending delivery is due.
     fn maintain_and_claim(&mut self) -> Duration {
         let maintenance_due = self
             .last_maintenance
             .is_none_or(|at| at.elapsed() >= MAINTENANCE_INTERVAL);
-        let free = self
-            .concurrency
-            .saturating_sub(self.in_flight.len())
-            .min(MAX_CLAIM_BATCH);
-        let per_webhook = self.per_webhook_limit();
+        // Claim when less than one round of work is waiting, up to two rounds in all. Per
+        // webhook, at most two rounds of its running cap are claimed: a waiting claim then
+        // starts within two attempt timeouts, well inside its lease.
+        let outstanding = self.queue.waiting_len() + self.queue.running_len();
+        let free = if self.queue.waiting_len() < self.concurrency {
+            (2 * self.concurrency)
+                .saturating_sub(outstanding)
+                .min(MAX_CLAIM_BATCH)
+        } else {
+            0
+        };
+        if free == 0 && !maintenance_due && self.statements.is_some() {
+            // Nothing to claim: a finished attempt wakes us.
+            return MAINTENANCE_INTERVAL;
+        }
+        let per_webhook = (2 * self.running_cap_per_webhook()) as i32;
         let busy: Vec<(i64, i32)> = self
-            .in_flight_per_webhook
-            .iter()
-            .map(|(&w, &n)| (w, n))
+            .queue
+            .outstanding()
+            .into_iter()
+            .map(|(w, n)| (w, n as i32))
             .collect();
         let lease_ms = lease(settings::timeout()).as_millis() as i64;
         let first_run = self.last_maintenance.is_none();
@@ -219,7 +248,7 @@ impl Worker {
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
-                let Some(installation) = store::installation(client)? else {
+                let Some(installation) = self.installation.find(client)? else {
                     return Ok(ClaimRound::NotInstalled);
                 };
                 if installation.version != env!("CARGO_PKG_VERSION") {
@@ -244,7 +273,10 @@ impl Worker {
                 } else {
                     vec![]
                 };
-                let next_due = s.next_due_in(client)?;
+                // Only a round that took everything it could see may sleep: then it needs to
+                // know when the next delivery is due.
+                let filled = free == 0 || claimed.len() >= free;
+                let next_due = if filled { None } else { s.next_due_in(client)? };
                 Ok(ClaimRound::Claimed {
                     statements,
                     claimed,
@@ -297,10 +329,19 @@ impl Worker {
                 if requeued > 0 {
                     log!("webhook_ext worker: re-queued {requeued} deliveries whose lease expired");
                 }
-                let filled = !claimed.is_empty() && claimed.len() >= free;
-                self.dispatch(claimed);
-                if filled && self.in_flight.len() < self.concurrency {
-                    return Duration::ZERO;
+                let filled = free == 0 || claimed.len() >= free;
+                for delivery in claimed {
+                    self.queue.push(delivery.webhook_id, delivery);
+                }
+                self.start_attempts();
+                if filled {
+                    // More is due: claim again at once if there is room, else a finished
+                    // attempt wakes us.
+                    return if free > 0 && self.queue.waiting_len() < self.concurrency {
+                        Duration::ZERO
+                    } else {
+                        MAINTENANCE_INTERVAL
+                    };
                 }
                 match next_due {
                     // Overdue rows we could not take belong to endpoints at their limit (or
@@ -321,13 +362,11 @@ impl Worker {
         }
     }
 
-    fn dispatch(&mut self, claimed: Vec<Claimed>) {
+    /// Hand waiting claims to free threads, round-robin across webhooks.
+    fn start_attempts(&mut self) {
         let now = SystemTime::now();
-        for delivery in claimed {
-            *self
-                .in_flight_per_webhook
-                .entry(delivery.webhook_id)
-                .or_insert(0) += 1;
+        let cap = self.running_cap_per_webhook();
+        while let Some((_, delivery)) = self.queue.start_next(self.concurrency, cap) {
             match attempt::request_for(&delivery, now) {
                 Ok(request) => self.pool.submit(Job {
                     delivery_id: delivery.delivery_id,
@@ -350,7 +389,8 @@ impl Worker {
     /// whose ids start over.
     fn forget_schema(&mut self) {
         self.statements = None;
-        if self.in_flight.is_empty() && self.local_results.is_empty() {
+        if self.queue.waiting_len() + self.queue.running_len() == 0 && self.local_results.is_empty()
+        {
             return;
         }
         match Pool::new(
@@ -361,13 +401,13 @@ impl Worker {
             Err(e) => self.fail_batch(&format!("cannot restart the HTTP pool: {e}")),
         }
         self.in_flight.clear();
-        self.in_flight_per_webhook.clear();
+        self.queue.clear();
         self.local_results.clear();
     }
 
-    /// One endpoint may use at most half the slots, so a slow one leaves room for the rest.
-    fn per_webhook_limit(&self) -> i32 {
-        (self.concurrency.div_ceil(2)).max(1) as i32
+    /// One endpoint may use at most half the threads, so a slow one leaves room for the rest.
+    fn running_cap_per_webhook(&self) -> usize {
+        self.concurrency.div_ceil(2).max(1)
     }
 
     fn fail_batch(&self, message: &str) {

@@ -98,11 +98,14 @@ fn every_sql_example_in_the_docs_runs() {
             for statement in &block.statements {
                 let sql = statement.replace("127.0.0.1:9000", &local);
                 if let Err(e) = db.batch_execute(&sql) {
+                    let log = cluster.server_log();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
                     panic!(
-                        "{}:{}: this example fails: {}\n{statement}",
+                        "{}:{}: this example fails: {}\n{statement}\nserver log:\n{}",
                         file.display(),
                         block.line,
-                        db_message(&e)
+                        db_message(&e),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                     );
                 }
                 ran += 1;

@@ -523,3 +523,33 @@ fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
     assert_eq!(replayed, 1);
     assert_eq!(receiver.wait_for(2, DEADLINE).len(), 2);
 }
+
+#[test]
+fn growing_the_pool_on_reload_while_events_flow_never_crashes() {
+    let cluster = Cluster::start("grow", "webhook.concurrency = 2");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let receiver = Receiver::always(Reply::ok());
+    db.execute(
+        "SELECT webhook_create($1, 'k', '{grow.*}')",
+        &[&receiver.url()],
+    )
+    .unwrap();
+    // Each reload signals the worker while it starts new HTTP threads: a signal must never
+    // land on one of them.
+    for round in 1..=12 {
+        cluster.reload_with(&[("webhook.concurrency", &(2 + round * 8).to_string())]);
+        for _ in 0..20 {
+            db.execute("SELECT webhook_emit('grow.event', '{}')", &[])
+                .unwrap();
+        }
+    }
+    assert_eq!(receiver.wait_for(240, DEADLINE).len(), 240);
+    let log = cluster.server_log();
+    assert!(
+        !log.contains("terminated by signal") && !log.contains("PANIC"),
+        "{log}"
+    );
+    let restarts = log.matches("webhook_ext worker started").count();
+    assert_eq!(restarts, 1, "the worker never restarted");
+}

@@ -6,6 +6,7 @@
 //! HTTP threads that keeps the Postgres main thread from ever blocking on the network.
 
 pub mod envelope;
+pub mod fair;
 pub mod health;
 pub mod http;
 pub mod policy;

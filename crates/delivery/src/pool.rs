@@ -130,6 +130,9 @@ impl Pool {
     }
 
     fn spawn_up_to(&self, target: usize) -> io::Result<()> {
+        // A new thread inherits the mask of the thread that spawns it: block everything
+        // around the spawn, so no signal can reach an HTTP thread even before it starts.
+        let _blocked = SignalsBlocked::new();
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
         while *threads < target {
             let shared = Arc::clone(&self.shared);
@@ -151,7 +154,6 @@ impl Drop for Pool {
 }
 
 fn work(shared: &Shared) {
-    block_signals();
     while let Ok(job) = shared.jobs.recv() {
         let client = Arc::clone(&shared.client.read().unwrap_or_else(PoisonError::into_inner));
         let started_at = SystemTime::now();
@@ -188,14 +190,31 @@ fn guarded(attempt: impl FnOnce() -> Outcome) -> Outcome {
 }
 
 /// Postgres handles its signals on the main thread. Taken on an HTTP thread instead, a signal
-/// would run a Postgres handler there and make a socket call with a timeout fail with EINTR.
-fn block_signals() {
-    // SAFETY: sigfillset initialises the set it is given, and pthread_sigmask only changes the
-    // calling thread's mask; a null old-set pointer is allowed.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+/// would run a Postgres handler there (which must never happen off the main thread) and make
+/// a socket call with a timeout fail with EINTR. While this guard lives, the calling thread
+/// blocks every signal; dropping it restores the previous mask.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigfillset initialises the set it is given; pthread_sigmask only changes the
+        // calling thread's mask and writes the previous one to `old`.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on this same thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
     }
 }
 
@@ -327,6 +346,68 @@ mod tests {
         let delivered = collect(&pool, 1);
         assert_eq!(delivered[0].delivery_id, 2);
         assert!(delivered[0].outcome.is_success());
+    }
+
+    /// The SigBlk mask of the named threads of this process, from /proc.
+    fn blocked_masks(prefix: &str) -> Vec<u64> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with(prefix))
+            })
+            .map(|task| {
+                let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+                let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+                u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn http_threads_block_postgres_signals_and_the_caller_keeps_its_mask() {
+        let bit = |signal: i32| 1u64 << (signal - 1);
+        let postgres_signals = [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGURG,
+            libc::SIGALRM,
+        ];
+        let caller = || {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            status
+                .lines()
+                .find(|l| l.starts_with("SigBlk:"))
+                .unwrap()
+                .to_string()
+        };
+        let before = caller();
+        let pool = Pool::new(2, client("")).unwrap();
+        pool.grow(3);
+        // A thread takes its name once it runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let masks = loop {
+            let masks = blocked_masks("webhook-http-");
+            if masks.len() >= 3 || std::time::Instant::now() > deadline {
+                break masks;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(masks.len() >= 3, "{masks:?}");
+        for mask in masks {
+            for signal in postgres_signals {
+                assert_ne!(
+                    mask & bit(signal),
+                    0,
+                    "signal {signal} reaches an HTTP thread"
+                );
+            }
+        }
+        assert_eq!(caller(), before, "the spawning thread's mask is restored");
     }
 
     #[test]
