@@ -34,6 +34,7 @@ const COALESCE_WAIT: Duration = Duration::from_micros(500);
 const MAX_CLAIM_BATCH: usize = 1_000;
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
 const PURGE_BATCH: i64 = 1_000;
+const PURGE_PAUSE: Duration = Duration::from_millis(10);
 
 pub fn init() {
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
@@ -103,6 +104,8 @@ struct Worker {
     concurrency: usize,
     schedule: Vec<Duration>,
     last_maintenance: Option<Instant>,
+    /// The last purge deleted a full batch: more finished deliveries are past retention.
+    purge_behind: bool,
     version_warned: bool,
 }
 
@@ -123,6 +126,7 @@ impl Worker {
             concurrency,
             schedule: settings::retry_schedule(),
             last_maintenance: None,
+            purge_behind: false,
             version_warned: false,
         })
     }
@@ -136,7 +140,11 @@ impl Worker {
 
             self.record_results();
             self.start_attempts();
-            let sleep = self.maintain_and_claim();
+            let mut sleep = self.maintain_and_claim();
+            if self.purge_behind {
+                // Keep purging while behind, in small batches with room for everything else.
+                sleep = sleep.min(PURGE_PAUSE);
+            }
             wake::report_progress(self.in_flight.len(), 0);
 
             if !self.local_results.is_empty() {
@@ -230,7 +238,9 @@ impl Worker {
         } else {
             0
         };
-        if free == 0 && !maintenance_due && self.statements.is_some() {
+        // While the purge is behind (its last batch was full), it runs every round.
+        let purge_due = maintenance_due || self.purge_behind;
+        if free == 0 && !purge_due && self.statements.is_some() {
             // Nothing to claim: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
@@ -265,8 +275,10 @@ impl Worker {
                 let (mut requeued, mut purged) = (0, 0);
                 if maintenance_due {
                     requeued = s.requeue_expired(client, first_run)?;
-                    purged = s.purge(client, retention, PURGE_BATCH)?;
                     s.forget_expired_secrets(client)?;
+                }
+                if purge_due {
+                    purged = s.purge(client, retention, PURGE_BATCH)?;
                 }
                 let claimed = if free > 0 {
                     s.claim(client, free as i64, &busy, per_webhook, lease_ms)?
@@ -322,6 +334,9 @@ impl Worker {
                 }
                 if maintenance_due {
                     self.last_maintenance = Some(Instant::now());
+                }
+                if purge_due {
+                    self.purge_behind = purged >= PURGE_BATCH as u64;
                 }
                 if purged > 0 {
                     debug1!("webhook_ext worker: purged {purged} finished deliveries older than webhook.retention");

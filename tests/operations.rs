@@ -230,6 +230,34 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
         .unwrap()
         .get(0);
     assert_eq!(attempts_of_pending, 1);
+    // A backlog of many batches past retention is purged without waiting a maintenance
+    // interval per batch (at 1000 every 5 s this would take 25 s).
+    let webhook: i64 = db
+        .query_one("SELECT id FROM webhook WHERE events = '{ok.*}'", &[])
+        .unwrap()
+        .get(0);
+    db.execute(
+        "INSERT INTO webhook_delivery (webhook_id, event_id, event, body, status, updated_at) \
+         SELECT $1, gen_random_uuid(), 'ok.old', '{}', 'succeeded', now() - interval '1 day' \
+           FROM generate_series(1, 5000)",
+        &[&webhook],
+    )
+    .unwrap();
+    wait_until(
+        "5000 old deliveries to be purged",
+        Duration::from_secs(15),
+        || {
+            let left: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM webhook_delivery WHERE event = 'ok.old'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (left == 0).then_some(())
+        },
+    );
+    assert_eq!(delivery_status(&mut db, pending), "pending");
     // Only the worker updates deliveries here: autovacuum sees its writes because the worker
     // reports its table statistics.
     wait_until("the worker's table statistics", DEADLINE, || {
