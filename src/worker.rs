@@ -251,7 +251,7 @@ impl Worker {
             .into_iter()
             .map(|(w, n)| (w, n as i32))
             .collect();
-        let lease_ms = lease(settings::timeout()).as_millis() as i64;
+        let lease_ms = settings::lease().as_millis() as i64;
         let first_run = self.last_maintenance.is_none();
         let retention = settings::retention();
         let known = self.statements.as_ref().map(|s| s.installation.clone());
@@ -444,11 +444,6 @@ enum ClaimRound {
         requeued: u64,
         purged: u64,
     },
-}
-
-/// A claim outlives the slowest possible attempt, so a live worker's claim never expires.
-fn lease(timeout: Duration) -> Duration {
-    timeout * 2 + Duration::from_secs(30)
 }
 
 /// Sleep until a commit sets the latch, the pool reports a result, or `timeout` passes.

@@ -43,7 +43,7 @@ fn webhook_deliver_now(delivery_id: i64) {
         );
     }
 
-    let lease_ms = (settings::timeout() * 2).as_millis() as i64 + 30_000;
+    let lease_ms = settings::lease().as_millis() as i64;
     let claimed = Spi::connect_mut(|client| statements.claim_one(client, delivery_id, lease_ms))
         .unwrap_or_else(|e| error!("webhook_retry: {e}"));
     let Some(claimed) = claimed else {
