@@ -160,13 +160,18 @@ pub struct Statements {
     forget_expired_secrets: Prepared,
 }
 
-const CLAIM_RETURNING: &str = "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
-     w.url, w.secret, \
-     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END, \
-     w.signature_header, w.headers::text, \
-     (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
-        FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n)), \
-     p.previous_status, d.attempts - d.attempts_before_replay";
+/// The columns of a claimed delivery (see `read_claimed`), with the status it had before.
+fn claim_returning(previous_status: &str) -> String {
+    format!(
+        "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
+         w.url, w.secret, \
+         CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END, \
+         w.signature_header, w.headers::text, \
+         (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
+            FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n)), \
+         {previous_status}, d.attempts - d.attempts_before_replay"
+    )
+}
 
 impl Statements {
     pub fn new(installation: Installation) -> Statements {
@@ -175,27 +180,31 @@ impl Statements {
             installation,
             // Per active webhook, up to its free room of due rows, oldest first: one slow
             // endpoint can never take every slot, and the cost does not grow with the backlog.
+            // The rows are picked by `id = ANY(ARRAY(...))`: one primary-key probe each, a plan
+            // that stays right whatever $1 is (a join here becomes a hash join over the whole
+            // table in a generic plan, which cannot know how small the batch is).
             claim: Prepared::new(&[INT8OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT8OID], format!(
                 "WITH busy(webhook_id, in_flight) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
                  room AS ( \
                    SELECT w.id AS webhook_id, $4::int - coalesce(b.in_flight, 0) AS room \
                      FROM {s}.webhook w LEFT JOIN busy b ON b.webhook_id = w.id \
-                    WHERE w.active AND $4::int - coalesce(b.in_flight, 0) > 0), \
-                 p AS ( \
-                   SELECT due.id, 'pending'::text AS previous_status FROM room r \
-                    CROSS JOIN LATERAL ( \
-                      SELECT d.id FROM {s}.webhook_delivery d \
-                       WHERE d.webhook_id = r.webhook_id AND d.status = 'pending' \
-                         AND d.next_attempt_at <= now() \
-                       ORDER BY d.next_attempt_at LIMIT r.room \
-                       FOR UPDATE SKIP LOCKED) due \
-                    LIMIT $1) \
+                    WHERE w.active AND $4::int - coalesce(b.in_flight, 0) > 0) \
                  UPDATE {s}.webhook_delivery d \
                     SET status = 'delivering', attempts = d.attempts + 1, \
                         lease_until = now() + $5::bigint * interval '1 millisecond', updated_at = now() \
-                   FROM p, {s}.webhook w \
-                  WHERE d.id = p.id AND w.id = d.webhook_id \
-                 RETURNING {CLAIM_RETURNING}"
+                   FROM {s}.webhook w \
+                  WHERE d.id = ANY (ARRAY( \
+                          SELECT due.id FROM room r \
+                           CROSS JOIN LATERAL ( \
+                             SELECT d.id FROM {s}.webhook_delivery d \
+                              WHERE d.webhook_id = r.webhook_id AND d.status = 'pending' \
+                                AND d.next_attempt_at <= now() \
+                              ORDER BY d.next_attempt_at LIMIT r.room \
+                              FOR UPDATE SKIP LOCKED) due \
+                           LIMIT $1)) \
+                    AND w.id = d.webhook_id \
+                 RETURNING {}",
+                claim_returning("'pending'::text")
             )),
             // A row locked by someone else, or already in flight, is not claimed: the caller
             // reports it as in use.
@@ -208,7 +217,8 @@ impl Statements {
                         lease_until = now() + $2::bigint * interval '1 millisecond', updated_at = now() \
                    FROM p, {s}.webhook w \
                   WHERE d.id = p.id AND w.id = d.webhook_id \
-                 RETURNING {CLAIM_RETURNING}"
+                 RETURNING {}",
+                claim_returning("p.previous_status")
             )),
             // The attempt is always recorded (if the delivery still exists); the delivery's
             // state only if this claim still holds it (a re-queued lease has moved on).
@@ -290,11 +300,11 @@ impl Statements {
             )),
             // Small batches by primary key: never a long lock on rows writers touch.
             purge: Prepared::new(&[FLOAT8OID, INT8OID], format!(
-                "DELETE FROM {s}.webhook_delivery WHERE id IN ( \
+                "DELETE FROM {s}.webhook_delivery WHERE id = ANY (ARRAY( \
                    SELECT id FROM {s}.webhook_delivery \
                     WHERE status IN ('succeeded', 'failed', 'cancelled') \
                       AND updated_at < now() - $1::float8 * interval '1 second' \
-                    ORDER BY updated_at LIMIT $2)"
+                    ORDER BY updated_at LIMIT $2))"
             )),
         }
     }
