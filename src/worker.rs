@@ -62,10 +62,12 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     // The worker's own commits (claims, outcomes) need not wait for the WAL flush: losing one
     // in a crash only means an attempt is made again (at-least-once), never a lost event —
     // events are committed by the application's transactions, with its own setting.
-    // Its statements are few and fixed: plan them once (generic plans), not per execution.
+    // Plans are made for every execution (custom plans), against the table as it is then: a
+    // plan cached while the queue was nearly empty (a restart, an idle night) would otherwise
+    // keep treating the table as tiny when a million rows arrive.
     for (name, value) in [
         (c"synchronous_commit", c"off"),
-        (c"plan_cache_mode", c"force_generic_plan"),
+        (c"plan_cache_mode", c"force_custom_plan"),
     ] {
         unsafe {
             pg_sys::SetConfigOption(

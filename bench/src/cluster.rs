@@ -1,0 +1,282 @@
+//! The processes the benchmark starts, each behind a guard that stops it on drop (also on
+//! error and on Ctrl-C): a PostgreSQL 15 cluster run as the `postgres` OS user, and nginx.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls};
+
+use crate::util::{log, run, sleep, Result};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Root of everything a run writes; `bench/run.sh` cleans up leftovers of killed runs here.
+pub const RUN_ROOT: &str = "/tmp/webhook_bench";
+
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn as_postgres(program: &str) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub port: u16,
+    running: bool,
+}
+
+impl Cluster {
+    /// initdb a new cluster under `run_dir` and append `conf` to its postgresql.conf.
+    pub fn init(run_dir: &Path, conf: &str) -> Result<Cluster> {
+        let dir = run_dir.join("pg");
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for p in [run_dir, dir.as_path()] {
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o777));
+        }
+        let data = dir.join("data");
+        let data_s = data.to_str().unwrap();
+        run(as_postgres("initdb").args([
+            "-D",
+            data_s,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]))?;
+        let port = free_port()?;
+        let conf = format!(
+            "\n# --- webhook_ext benchmark ---\n\
+             listen_addresses = '127.0.0.1'\n\
+             port = {port}\n\
+             unix_socket_directories = '{}'\n\
+             {conf}\n",
+            dir.display()
+        );
+        append(&data.join("postgresql.conf"), &conf)?;
+        Ok(Cluster {
+            dir,
+            data,
+            port,
+            running: false,
+        })
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        run(as_postgres("pg_ctl").args([
+            "-D",
+            self.data.to_str().unwrap(),
+            "-l",
+            self.log_path().to_str().unwrap(),
+            "-w",
+            "-t",
+            "120",
+            "start",
+        ]))
+        .map_err(|e| format!("{e}\n{}", self.log_tail(30)))?;
+        self.running = true;
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let data = self.data.to_str().unwrap().to_string();
+        let fast = as_postgres("pg_ctl")
+            .args(["-D", &data, "-m", "fast", "-w", "-t", "60", "stop"])
+            .output();
+        if !matches!(fast, Ok(ref o) if o.status.success()) {
+            let _ = as_postgres("pg_ctl")
+                .args(["-D", &data, "-m", "immediate", "-w", "-t", "30", "stop"])
+                .output();
+        }
+        self.running = false;
+    }
+
+    /// Appends settings to postgresql.conf (takes effect on restart or reload).
+    pub fn configure(&self, conf: &str) -> Result<()> {
+        append(&self.data.join("postgresql.conf"), &format!("\n{conf}\n"))
+    }
+
+    pub fn connect(&self, db: &str) -> Result<Client> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Client::connect(
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname={db} connect_timeout=10 application_name=webhook-bench",
+                    self.port
+                ),
+                NoTls,
+            ) {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("cannot connect to {db}: {e}"))
+                }
+                Err(_) => sleep(Duration::from_millis(100))?,
+            }
+        }
+    }
+
+    /// The postmaster's pid (first line of postmaster.pid).
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            log("stopping the PostgreSQL cluster");
+        }
+        self.stop();
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// nginx from Debian's packages, answering 200 with an empty body: the reference receiver
+/// our own is compared against. Killed (with its workers) on drop.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+}
+
+pub fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+impl Nginx {
+    pub fn start(run_dir: &Path, workers: usize) -> Result<Option<Nginx>> {
+        let Some(binary) = nginx_binary() else {
+            return Ok(None);
+        };
+        let dir = run_dir.join("nginx");
+        fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let conf = format!(
+            "worker_processes {workers};\n\
+             pid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {dir}/tmp;\n\
+               keepalive_requests 10000000;\n\
+               keepalive_timeout 300s;\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{ return 200; }}\n\
+               }}\n\
+             }}\n",
+            dir = dir.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .args([
+                "-p",
+                dir.to_str().unwrap(),
+                "-c",
+                conf_path.to_str().unwrap(),
+            ])
+            .args(["-g", "daemon off; master_process on;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start nginx: {e}"))?;
+        let nginx = Nginx { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("nginx did not start listening".into());
+            }
+            sleep(Duration::from_millis(50))?;
+        }
+        Ok(Some(nginx))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: graceful stop of the master and its workers; SIGKILL if it lingers.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The library Postgres loads at start. The machine is shared and other test runs install
+/// a debug build there; before each cluster start it must be our release build, so it is
+/// put back (unlink + copy, as `cargo pgrx install` does: running servers keep their
+/// mapping) when it differs. Returns what was done, for the report.
+pub fn ensure_release_library(repo: &Path) -> Result<String> {
+    let installed = Path::new("/usr/lib/postgresql/15/lib/webhook_ext.so");
+    let built = repo.join("target/release/libwebhook_ext.so");
+    let Ok(release) = fs::read(&built) else {
+        return Ok(format!(
+            "not verified: {} is missing (run bench/run.sh, which builds it)",
+            built.display()
+        ));
+    };
+    if fs::read(installed).ok().as_deref() == Some(release.as_slice()) {
+        return Ok(
+            "release build (target/release/libwebhook_ext.so), verified before each start".into(),
+        );
+    }
+    log("the installed webhook_ext.so is not our release build (another run installed one): putting it back");
+    let tmp = installed.with_extension("so.bench-tmp");
+    fs::write(&tmp, &release).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    fs::rename(&tmp, installed).map_err(|e| format!("{}: {e}", installed.display()))?;
+    Ok("release build (target/release/libwebhook_ext.so); it had been replaced by another build during the run and was put back before a start".into())
+}
