@@ -37,7 +37,7 @@ stage "3/3 end-to-end tests (real cluster, worker and receivers)" \
   cargo test --no-fail-fast -p webhook_ext_tests --tests -- $FILTER
 
 # One closing line for every stage together.
-passed=$(grep -Eo '^test result: [A-Z]+\. [0-9]+ passed' "$LOG" | awk '{s += $4} END {print s + 0}')
+passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$LOG" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s += $1} END {print s + 0}')
 echo
 echo "webhook_ext: $passed passed, $failed failed"

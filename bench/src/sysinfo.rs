@@ -28,7 +28,11 @@ pub fn machine(repo: &str) -> Machine {
         .unwrap_or_else(|| "unknown".into());
     let mem_kb: f64 = meminfo("MemTotal:").unwrap_or(0.0);
     let commit = capture("git", &["-C", repo, "rev-parse", "--short=12", "HEAD"]);
-    let dirty = !capture("git", &["-C", repo, "status", "--porcelain"]).is_empty();
+    let dirty = !capture(
+        "git",
+        &["-C", repo, "status", "--porcelain", "--untracked-files=no"],
+    )
+    .is_empty();
     Machine {
         cpus: capture("nproc", &[]),
         model,
