@@ -196,8 +196,11 @@ fn render(
         s,
         "A fresh `initdb` (PostgreSQL defaults: shared_buffers = 128MB, max_wal_size = 1GB, \
          autovacuum on) plus:\n\n```ini\n{}\n```\n\n\
-         Durability as in production: **fsync = on, synchronous_commit = on, full_page_writes = \
-         on** (scenario 3 adds secondary rows with fsync = off). Extension settings are the \
+         `pg_stat_statements` is loaded so that the report can show what the worker's own \
+         statements cost during each drain (the worker's SPI statements are top-level in its \
+         backend). Durability as in production: **fsync = on, synchronous_commit = on, \
+         full_page_writes = on** for the application's transactions (scenario 3 adds secondary \
+         rows with fsync = off; the worker itself commits with synchronous_commit = off). Extension settings are the \
          defaults: webhook.concurrency = 32 (one endpoint may use 16), webhook.timeout = 5s, \
          webhook.retry_schedule = 0s,1min,5min,15min,1h, webhook.retention = 7 days. The \
          extension is the release build (`lto = \"fat\"`, `codegen-units = 1`).\n",

@@ -90,6 +90,7 @@ impl Sizes {
 pub const CLUSTER_CONF: &str = "\
 shared_preload_libraries = 'webhook_ext,pg_stat_statements'
 pg_stat_statements.track = 'top'
+pg_stat_statements.track_planning = on
 webhook.allowed_networks = '127.0.0.1/32'
 max_connections = 100
 log_line_prefix = '%m [%p] %b '
@@ -2007,8 +2008,8 @@ fn perf_top(data: &Path) -> Option<String> {
 fn cpu_table(runs: &[(&str, &Drain)]) -> String {
     let mut s = String::from(
         "CPU while draining (% of one core; 2 cores = 200 %), worker memory, and the worker's \
-         claim statement from pg_stat_statements (mean time per call and rows per call; plans = \
-         how often it was planned during the drain, 0 = a plan made earlier was reused):\n\n\
+         claim statement from pg_stat_statements (mean planning + execution time per call, rows \
+         per call; calls, and how many of them were planned):\n\n\
          | run | worker main thread | worker HTTP threads | other Postgres | bench (receiver) | machine | outside this bench | worker VmRSS max | worker claim: ms/call, rows/call (calls, plans) |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
