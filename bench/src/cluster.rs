@@ -163,6 +163,12 @@ impl Drop for Cluster {
             log("stopping the PostgreSQL cluster");
         }
         self.stop();
+        // The server log outlives the run directory, for a look afterwards.
+        let keep = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/webhook-bench/server.log");
+        if let Some(dir) = keep.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = fs::copy(self.log_path(), keep);
     }
 }
 

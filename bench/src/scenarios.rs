@@ -178,7 +178,9 @@ pub struct Bench {
 impl Bench {
     pub fn start(sizes: Sizes, repo: &Path, run_dir: &Path, perf: bool) -> Result<Bench> {
         let library = crate::cluster::ensure_release_library(repo)?;
-        let mut cluster = Cluster::init(run_dir, CLUSTER_CONF)?;
+        // BENCH_EXTRA_CONF: more postgresql.conf lines for a diagnostic run (e.g. auto_explain).
+        let extra = std::env::var("BENCH_EXTRA_CONF").unwrap_or_default();
+        let mut cluster = Cluster::init(run_dir, &format!("{CLUSTER_CONF}\n{extra}"))?;
         log(format!(
             "starting PostgreSQL 15 on 127.0.0.1:{} ({})",
             cluster.port,
