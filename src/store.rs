@@ -220,6 +220,8 @@ impl Statements {
                  RETURNING {}",
                 claim_returning("p.previous_status")
             )),
+            // `d.id = ANY($1)` keeps a primary-key probe per row even when the statistics
+            // still say the table is nearly empty (a burst after a quiet period).
             // The attempt is always recorded (if the delivery still exists); the delivery's
             // state only if this claim still holds it (a re-queued lease has moved on).
             record: Prepared::new(&[INT8ARRAYOID, INT4ARRAYOID, BOOLARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID], format!(
@@ -238,14 +240,15 @@ impl Statements {
                           duration_ms = o.duration_ms, updated_at = now(), \
                           delivered_at = CASE WHEN o.status = 'succeeded' THEN now() ELSE d.delivered_at END \
                      FROM o \
-                    WHERE d.id = o.delivery_id AND d.status = 'delivering' AND d.attempts = o.attempt \
+                    WHERE d.id = ANY ($1::bigint[]) AND d.id = o.delivery_id \
+                      AND d.status = 'delivering' AND d.attempts = o.attempt \
                    RETURNING d.id) \
                  INSERT INTO {s}.webhook_attempt \
                         (delivery_id, webhook_id, attempt, manual, started_at, duration_ms, response_status, \
                          response_body, error) \
                  SELECT o.delivery_id, d.webhook_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), \
                         o.duration_ms, o.response_status, o.response_body, o.error \
-                   FROM o JOIN {s}.webhook_delivery d ON d.id = o.delivery_id"
+                   FROM o JOIN {s}.webhook_delivery d ON d.id = o.delivery_id AND d.id = ANY ($1::bigint[])"
             )),
             disable: Prepared::new(&[INT8ARRAYOID, TEXTARRAYOID], format!(
                 "UPDATE {s}.webhook w SET active = false, disabled_reason = r.reason \
