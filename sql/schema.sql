@@ -61,7 +61,8 @@ CREATE INDEX webhook_delivery_finished_idx ON webhook_delivery (updated_at)
 -- Covers webhook_stats' counts with an index-only scan.
 CREATE INDEX webhook_delivery_webhook_created_idx ON webhook_delivery (webhook_id, created_at)
     INCLUDE (status, attempts);
-CREATE INDEX webhook_delivery_event_id_idx ON webhook_delivery (event_id);
+-- No index on event_id: every write of a delivery would pay for it (a random UUID lands on a
+-- random page). docs/OPERATIONS.md shows how to add one for lookups by event.
 
 -- One row per HTTP attempt.
 CREATE TABLE webhook_attempt (

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use webhook_delivery::http::{Outcome, OutcomeKind, Request};
 use webhook_delivery::schedule::{self, Verdict};
-use webhook_delivery::{validate, wire};
+use webhook_delivery::validate;
+use webhook_delivery::wire::{self, OwnedMessage};
 
 use crate::store::{Claimed, Recorded};
 
@@ -19,27 +20,32 @@ pub fn unix_seconds(at: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// The signed request for a claimed delivery. Headers were validated when the webhook was
+/// What goes into a claimed delivery's requests. Headers were validated when the webhook was
 /// written; if they no longer parse, the attempt fails with that reason instead of sending.
-pub fn request_for(claimed: &Claimed, now: SystemTime) -> Result<Request, String> {
+pub fn message_for(claimed: &Claimed) -> Result<OwnedMessage, String> {
     let custom_headers = validate::headers_json(&claimed.headers_json, &claimed.signature_header)
         .map_err(|e| e.to_string())?;
-    let previous: Vec<String> = claimed.previous_secret.iter().cloned().collect();
-    let message = wire::Message {
+    Ok(OwnedMessage {
         webhook_id: claimed.webhook_id,
         delivery_id: claimed.delivery_id,
-        event_id: &claimed.event_id,
-        event: &claimed.event,
-        body: &claimed.body,
-        secret: &claimed.secret,
-        previous_secrets: &previous,
-        signature_header: &claimed.signature_header,
-        custom_headers: &custom_headers,
-    };
+        event_id: claimed.event_id.clone(),
+        event: claimed.event.clone(),
+        body: claimed.body.clone(),
+        secret: claimed.secret.clone(),
+        previous_secrets: claimed.previous_secret.iter().cloned().collect(),
+        signature_header: claimed.signature_header.clone(),
+        custom_headers,
+        user_agent: user_agent(),
+    })
+}
+
+/// The signed request for a claimed delivery, for an attempt starting `now`.
+pub fn request_for(claimed: &Claimed, now: SystemTime) -> Result<Request, String> {
+    let message = message_for(claimed)?;
     Ok(Request {
         url: claimed.url.clone(),
-        headers: wire::headers(&message, unix_seconds(now), &user_agent()),
-        body: claimed.body.clone(),
+        headers: message.headers(unix_seconds(now)),
+        body: message.body,
     })
 }
 

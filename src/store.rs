@@ -152,6 +152,7 @@ pub struct Statements {
     claim: Prepared,
     claim_one: Prepared,
     record: Prepared,
+    release: Prepared,
     disable: Prepared,
     requeue_expired: Prepared,
     next_due: Prepared,
@@ -178,17 +179,18 @@ impl Statements {
         let s = spi::quote_identifier(&installation.schema);
         Statements {
             installation,
-            // Per active webhook, up to its free room of due rows, oldest first: one slow
+            // Per active webhook, up to its room of due rows ($3 for the webhooks in $2, $4 for
+            // the others), oldest first: one slow
             // endpoint can never take every slot, and the cost does not grow with the backlog.
             // The rows are picked by `id = ANY(ARRAY(...))`: one primary-key probe each, a plan
             // that stays right whatever $1 is (a join here becomes a hash join over the whole
             // table in a generic plan, which cannot know how small the batch is).
             claim: Prepared::new(&[INT8OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT8OID], format!(
-                "WITH busy(webhook_id, in_flight) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
+                "WITH known(webhook_id, room) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
                  room AS ( \
-                   SELECT w.id AS webhook_id, $4::int - coalesce(b.in_flight, 0) AS room \
-                     FROM {s}.webhook w LEFT JOIN busy b ON b.webhook_id = w.id \
-                    WHERE w.active AND $4::int - coalesce(b.in_flight, 0) > 0) \
+                   SELECT w.id AS webhook_id, coalesce(k.room, $4::int) AS room \
+                     FROM {s}.webhook w LEFT JOIN known k ON k.webhook_id = w.id \
+                    WHERE w.active AND coalesce(k.room, $4::int) > 0) \
                  UPDATE {s}.webhook_delivery d \
                     SET status = 'delivering', attempts = d.attempts + 1, \
                         lease_until = now() + $5::bigint * interval '1 millisecond', updated_at = now() \
@@ -249,6 +251,15 @@ impl Statements {
                  SELECT o.delivery_id, d.webhook_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), \
                         o.duration_ms, o.response_status, o.response_body, o.error \
                    FROM o JOIN {s}.webhook_delivery d ON d.id = o.delivery_id AND d.id = ANY ($1::bigint[])"
+            )),
+            // Claims handed back unsent: pending again, due when they were, the claim's
+            // attempt not counted.
+            release: Prepared::new(&[INT8ARRAYOID, INT4ARRAYOID], format!(
+                "UPDATE {s}.webhook_delivery d \
+                    SET status = 'pending', attempts = d.attempts - 1, lease_until = NULL, updated_at = now() \
+                   FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt) \
+                  WHERE d.id = ANY ($1::bigint[]) AND d.id = r.id \
+                    AND d.status = 'delivering' AND d.attempts = r.attempt"
             )),
             disable: Prepared::new(&[INT8ARRAYOID, TEXTARRAYOID], format!(
                 "UPDATE {s}.webhook w SET active = false, disabled_reason = r.reason \
@@ -326,28 +337,40 @@ impl Statements {
         Ok(rows.len() as u64)
     }
 
-    /// Claim up to `limit` due deliveries, at most `per_webhook` in flight per webhook.
+    /// Claim up to `limit` due deliveries: up to its room for each webhook in `rooms`, up to
+    /// `default_room` for the others.
     pub fn claim(
         &self,
         client: &mut SpiClient<'_>,
         limit: i64,
-        busy: &[(i64, i32)],
-        per_webhook: i32,
+        rooms: &[(i64, i32)],
+        default_room: i32,
         lease_ms: i64,
     ) -> spi::Result<Vec<Claimed>> {
-        let busy_ids: Vec<i64> = busy.iter().map(|b| b.0).collect();
-        let busy_counts: Vec<i32> = busy.iter().map(|b| b.1).collect();
+        let ids: Vec<i64> = rooms.iter().map(|r| r.0).collect();
+        let room: Vec<i32> = rooms.iter().map(|r| r.1).collect();
         let rows = self.claim.run(
             client,
             &[
                 limit.into(),
-                busy_ids.into(),
-                busy_counts.into(),
-                per_webhook.into(),
+                ids.into(),
+                room.into(),
+                default_room.into(),
                 lease_ms.into(),
             ],
         )?;
         rows.map(|row| read_claimed(&row)).collect()
+    }
+
+    /// Hand back claims that were never attempted: (delivery id, the claim's attempt).
+    pub fn release(&self, client: &mut SpiClient<'_>, claims: &[(i64, i32)]) -> spi::Result<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = claims.iter().map(|c| c.0).collect();
+        let attempts: Vec<i32> = claims.iter().map(|c| c.1).collect();
+        self.release.run(client, &[ids.into(), attempts.into()])?;
+        Ok(())
     }
 
     /// Claim one delivery for a manual attempt; None if it is in flight or locked.

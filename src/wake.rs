@@ -3,7 +3,7 @@
 //! Present only when the library is in `shared_preload_libraries`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
@@ -12,6 +12,13 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 /// or 0 when no worker is running.
 static WORKER_LATCH: PgAtomic<AtomicUsize> = unsafe { PgAtomic::new(c"webhook_ext_worker_latch") };
 static WORKER: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"webhook_ext_worker_state") };
+/// Oid of the database the worker serves (0 until it has connected): commits elsewhere queue
+/// deliveries nobody serves yet and need not wake it.
+static WORKER_DATABASE: PgAtomic<AtomicU32> =
+    unsafe { PgAtomic::new(c"webhook_ext_worker_database") };
+/// A commit queued work since the worker last looked: later commits need not set its latch
+/// again (one wake-up, not one per commit, however many commit meanwhile).
+static WORK_QUEUED: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"webhook_ext_work_queued") };
 
 /// Set in the postmaster before any backend forks, so every backend sees it.
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
@@ -68,6 +75,8 @@ pub fn init() {
     }
     pg_shmem_init!(WORKER_LATCH);
     pg_shmem_init!(WORKER);
+    pg_shmem_init!(WORKER_DATABASE);
+    pg_shmem_init!(WORK_QUEUED);
     SHMEM_READY.store(true, Ordering::SeqCst);
 }
 
@@ -112,11 +121,25 @@ unsafe extern "C-unwind" fn on_transaction_end(
 }
 
 fn set_worker_latch() {
+    let database = WORKER_DATABASE.get().load(Ordering::Acquire);
+    if database != 0 && database != u32::from(unsafe { pg_sys::MyDatabaseId }) {
+        return;
+    }
+    // The worker clears the flag before it looks for work: a commit that finds it set is seen
+    // by the round that clears it (commits are visible before this callback runs).
+    if WORK_QUEUED.get().swap(true, Ordering::AcqRel) {
+        return;
+    }
     let latch = WORKER_LATCH.get().load(Ordering::Acquire);
     if latch != 0 {
         // SetLatch is safe on another process's latch: it lives in shared memory.
         unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
     }
+}
+
+/// The worker is about to look for work: commits from now on wake it again.
+pub fn take_queued_work() -> bool {
+    WORK_QUEUED.get().swap(false, Ordering::AcqRel)
 }
 
 /// Called by the worker once connected: publish its latch and pid.
@@ -130,6 +153,9 @@ pub fn register_worker() {
             ..Default::default()
         };
     }
+    WORKER_DATABASE
+        .get()
+        .store(u32::from(unsafe { pg_sys::MyDatabaseId }), Ordering::Release);
     WORKER_LATCH
         .get()
         .store(unsafe { pg_sys::MyLatch } as usize, Ordering::Release);
@@ -139,6 +165,7 @@ pub fn register_worker() {
 #[pg_guard]
 unsafe extern "C-unwind" fn unregister_worker(_code: i32, _arg: pg_sys::Datum) {
     WORKER_LATCH.get().store(0, Ordering::Release);
+    WORKER_DATABASE.get().store(0, Ordering::Release);
     let mut state = WORKER.exclusive();
     state.pid = 0;
     state.in_flight = 0;

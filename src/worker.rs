@@ -10,9 +10,8 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use webhook_delivery::fair::FairQueue;
 use webhook_delivery::http::Client;
-use webhook_delivery::pool::{Job, JobResult, Pool};
+use webhook_delivery::pool::{Job, JobResult, Outgoing, Pool};
 
 use crate::attempt;
 use crate::settings;
@@ -26,12 +25,22 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
 /// While the extension is not installed in `webhook.database`, look again this often.
 const IDLE_INTERVAL: Duration = Duration::from_secs(5);
-/// Under load (at least this many attempts running), wait this long for more results before
-/// recording a small batch.
-const COALESCE_MIN_RUNNING: usize = 8;
-const COALESCE_WAIT: Duration = Duration::from_micros(500);
-/// Most deliveries claimed in one transaction, so results keep flowing under a backlog.
+/// Under load, wait up to this long for up to this many results before recording them.
+const COALESCE_WAIT: Duration = Duration::from_millis(2);
+const COALESCE_BATCH: usize = 256;
+/// The shortest time between two rounds (record, claim): a round per commit would cost the
+/// worker a transaction per event when events come one per transaction.
+const ROUND_SPACING: Duration = Duration::from_millis(1);
+/// Most deliveries claimed in one transaction, and held claimed at once.
 const MAX_CLAIM_BATCH: usize = 1_000;
+const MAX_OUTSTANDING: usize = 2_048;
+/// Claim ahead for an endpoint what it gets through in this long, within these bounds.
+const QUEUE_HORIZON: Duration = Duration::from_millis(500);
+const MAX_DEPTH_PER_WEBHOOK: usize = 1_024;
+/// How fast an endpoint's average attempt duration follows its latest attempts.
+const PACE_SMOOTHING: f64 = 0.2;
+/// A claim starts at the latest this long before its attempt could outlive the lease.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
 const PURGE_BATCH: i64 = 1_000;
 const PURGE_PAUSE: Duration = Duration::from_millis(10);
@@ -62,12 +71,19 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     // The worker's own commits (claims, outcomes) need not wait for the WAL flush: losing one
     // in a crash only means an attempt is made again (at-least-once), never a lost event —
     // events are committed by the application's transactions, with its own setting.
-    // Plans are made for every execution (custom plans), against the table as it is then: a
-    // plan cached while the queue was nearly empty (a restart, an idle night) would otherwise
-    // keep treating the table as tiny when a million rows arrive.
+    //
+    // Every statement of the worker touches a handful of rows through an index (ids in
+    // arrays, one probe of the due index per webhook). Its plans are cached (including those
+    // of the foreign-key checks), and a plan cached while the queue was nearly empty — after
+    // a restart, an idle night — must not treat the table as tiny when a million rows
+    // arrive: without sequential scans and nested-loop joins (a LATERAL probe still gets
+    // one) no plan can scan the table or probe it once per row of a batch.
+    // The penalty the planner gives disabled plans must not look like a reason to JIT-compile.
     for (name, value) in [
         (c"synchronous_commit", c"off"),
-        (c"plan_cache_mode", c"force_custom_plan"),
+        (c"enable_seqscan", c"off"),
+        (c"enable_nestloop", c"off"),
+        (c"jit", c"off"),
     ] {
         unsafe {
             pg_sys::SetConfigOption(
@@ -96,14 +112,16 @@ struct Worker {
     pool: Pool,
     statements: Option<Statements>,
     installation: store::InstallationLookup,
-    /// Claimed deliveries, waiting for a thread (round-robin across webhooks, a cap per
-    /// webhook) or running; claiming ahead lets one transaction claim many.
-    queue: FairQueue<Claimed>,
-    /// Claimed deliveries whose attempt is in the pool, by delivery id.
+    /// Claimed deliveries not recorded yet (waiting in the pool or running), by delivery id.
+    /// The bodies went to the pool with the jobs.
     in_flight: HashMap<i64, Claimed>,
+    /// How each endpoint (webhook) is doing: it decides how far ahead to claim for it and
+    /// whether it keeps its full share of threads.
+    endpoints: HashMap<i64, Endpoint>,
     /// Outcomes known without sending (e.g. unsendable requests), recorded with the next batch.
     local_results: Vec<JobResult>,
     concurrency: usize,
+    timeout: Duration,
     schedule: Vec<Duration>,
     last_maintenance: Option<Instant>,
     /// The last purge deleted a full batch: more finished deliveries are past retention.
@@ -111,21 +129,30 @@ struct Worker {
     version_warned: bool,
 }
 
+/// One endpoint's recent attempts and claims.
+#[derive(Default)]
+struct Endpoint {
+    /// Claimed and not recorded yet.
+    outstanding: usize,
+    /// Moving average of its attempts' durations; None until one finished.
+    average_ms: Option<f64>,
+    /// Its running cap is reduced: its attempts take about as long as the timeout.
+    slow: bool,
+}
+
 impl Worker {
     fn new() -> std::io::Result<Worker> {
         let concurrency = settings::concurrency();
-        let pool = Pool::new(
-            concurrency,
-            Client::new(settings::limits(), settings::network_policy()),
-        )?;
+        let pool = new_pool(concurrency)?;
         Ok(Worker {
             pool,
             statements: None,
             installation: store::InstallationLookup::default(),
-            queue: FairQueue::default(),
             in_flight: HashMap::new(),
+            endpoints: HashMap::new(),
             local_results: Vec::new(),
             concurrency,
+            timeout: settings::timeout(),
             schedule: settings::retry_schedule(),
             last_maintenance: None,
             purge_behind: false,
@@ -134,15 +161,23 @@ impl Worker {
     }
 
     fn run(&mut self) {
+        let mut last_round = Instant::now() - ROUND_SPACING;
         loop {
             if BackgroundWorker::sighup_received() {
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
                 self.reload_settings();
             }
 
-            self.record_results();
-            self.start_attempts();
-            let mut sleep = self.maintain_and_claim();
+            // Under a stream of commits, rounds come at most every ROUND_SPACING, each
+            // claiming what committed meanwhile, instead of one round per commit.
+            let since_last = last_round.elapsed();
+            if since_last < ROUND_SPACING {
+                std::thread::sleep(ROUND_SPACING - since_last);
+            }
+            last_round = Instant::now();
+            let results = self.collect_results();
+            wake::take_queued_work();
+            let mut sleep = self.round(results);
             if self.purge_behind {
                 // Keep purging while behind, in small batches with room for everything else.
                 sleep = sleep.min(PURGE_PAUSE);
@@ -160,100 +195,92 @@ impl Worker {
 
     fn reload_settings(&mut self) {
         self.concurrency = settings::concurrency();
+        self.timeout = settings::timeout();
         self.schedule = settings::retry_schedule();
         self.pool.grow(self.concurrency);
+        self.pool
+            .set_caps(self.concurrency, running_cap(self.concurrency));
+        for (&webhook_id, endpoint) in &self.endpoints {
+            self.pool.set_key_cap(
+                webhook_id,
+                endpoint.slow.then(|| slow_cap(self.concurrency)),
+            );
+        }
         self.pool
             .set_client(Client::new(settings::limits(), settings::network_policy()));
         wake::publish_settings(&settings::effective_json());
     }
 
-    /// Record every finished attempt in one transaction.
-    fn record_results(&mut self) {
+    /// The finished attempts. Under load (the pool has claimed work queued, so the threads
+    /// keep going meanwhile) wait a little for more, so that one transaction records many;
+    /// at a trickle nothing waits.
+    fn collect_results(&mut self) -> Vec<JobResult> {
         let mut results = std::mem::take(&mut self.local_results);
         results.extend(self.pool.try_results());
-        // Under load, let a few more attempts finish so that one transaction records them
-        // together; at a trickle (few running) nothing waits.
-        let running = self.queue.running_len();
-        if running >= COALESCE_MIN_RUNNING && !results.is_empty() && results.len() < running / 4 {
-            std::thread::sleep(COALESCE_WAIT);
+        if results.is_empty() || self.pool.waiting() == 0 {
+            return results;
+        }
+        let deadline = Instant::now() + COALESCE_WAIT;
+        while results.len() < COALESCE_BATCH && self.pool.waiting() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !wait_for_results(left, self.pool.wake_fd()) {
+                break;
+            }
             results.extend(self.pool.try_results());
         }
-        if results.is_empty() {
-            return;
-        }
+        results
+    }
+
+    /// One transaction: record the finished attempts, hand back unsent claims, run the
+    /// maintenance that is due, claim ahead what the endpoints have room for and queue it in
+    /// the pool. Returns how long to sleep before the next pending delivery is due.
+    fn round(&mut self, results: Vec<JobResult>) -> Duration {
         let mut records = Vec::with_capacity(results.len());
+        let mut released = Vec::new();
         let mut disable = Vec::new();
-        for result in &results {
+        for result in results {
             let Some(claimed) = self.in_flight.remove(&result.delivery_id) else {
                 continue;
             };
-            self.queue.finished(claimed.webhook_id);
-            let (recorded, disable_reason) = attempt::record_for(
-                &claimed,
-                &result.outcome,
-                result.started_at,
-                false,
-                &self.schedule,
-            );
+            let endpoint = self.endpoints.entry(claimed.webhook_id).or_default();
+            endpoint.outstanding = endpoint.outstanding.saturating_sub(1);
+            let Some(outcome) = result.outcome else {
+                released.push((claimed.delivery_id, claimed.attempt));
+                continue;
+            };
+            self.observe(claimed.webhook_id, &outcome);
+            let (recorded, disable_reason) =
+                attempt::record_for(&claimed, &outcome, result.started_at, false, &self.schedule);
             records.push(recorded);
             if let Some(reason) = disable_reason {
                 disable.push((claimed.webhook_id, reason));
             }
         }
-        let Some(statements) = self.statements.as_ref() else {
-            return;
-        };
         let finished = records.len() as u64;
         let health = attempt::health_deltas(&records);
         let disable_after = settings::disable_after_failures();
-        let outcome = in_transaction(AssertUnwindSafe(|| {
-            Spi::connect_mut(|client| {
-                statements.record(client, &records)?;
-                statements.disable(client, &disable)?;
-                statements
-                    .update_health(client, &health, disable_after)
-                    .map(|_| ())
-            })
-        }));
-        match outcome {
-            Ok(Ok(())) => wake::report_progress(self.in_flight.len(), finished),
-            // The claims stay 'delivering' until their lease expires; then they are sent again.
-            Ok(Err(e)) => self.fail_batch(&format!("recording {finished} outcomes: {e}")),
-            Err(e) => self.fail_batch(&format!("recording {finished} outcomes: {e}")),
-        }
-    }
 
-    /// Re-queue expired leases when due, claim ahead what the queue has room for, start it.
-    /// Returns how long to sleep before the next pending delivery is due.
-    fn maintain_and_claim(&mut self) -> Duration {
         let maintenance_due = self
             .last_maintenance
             .is_none_or(|at| at.elapsed() >= MAINTENANCE_INTERVAL);
-        // Claim when less than one round of work is waiting, up to two rounds in all. Per
-        // webhook, at most two rounds of its running cap are claimed: a waiting claim then
-        // starts within two attempt timeouts, well inside its lease.
-        let outstanding = self.queue.waiting_len() + self.queue.running_len();
-        let free = if self.queue.waiting_len() < self.concurrency {
-            (2 * self.concurrency)
-                .saturating_sub(outstanding)
-                .min(MAX_CLAIM_BATCH)
-        } else {
-            0
-        };
+        let free = MAX_OUTSTANDING
+            .saturating_sub(self.in_flight.len())
+            .min(MAX_CLAIM_BATCH);
         // While the purge is behind (its last batch was full), it runs every round.
         let purge_due = maintenance_due || self.purge_behind;
-        if free == 0 && !purge_due && self.statements.is_some() {
+        let nothing_to_record = records.is_empty() && released.is_empty() && disable.is_empty();
+        if free == 0 && !purge_due && nothing_to_record && self.statements.is_some() {
             // Nothing to claim: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
-        let per_webhook = (2 * self.running_cap_per_webhook()) as i32;
-        let busy: Vec<(i64, i32)> = self
-            .queue
-            .outstanding()
-            .into_iter()
-            .map(|(w, n)| (w, n as i32))
+        let default_room = self.depth(None) as i32;
+        let rooms: Vec<(i64, i32)> = self
+            .endpoints
+            .iter()
+            .map(|(&id, e)| (id, self.depth(Some(e)) as i32 - e.outstanding as i32))
             .collect();
-        let lease_ms = settings::lease().as_millis() as i64;
+        let lease = settings::lease();
+        let lease_ms = lease.as_millis() as i64;
         let first_run = self.last_maintenance.is_none();
         let retention = settings::retention();
         let known = self.statements.as_ref().map(|s| s.installation.clone());
@@ -266,37 +293,51 @@ impl Worker {
                 if installation.version != env!("CARGO_PKG_VERSION") {
                     return Ok(ClaimRound::OtherVersion(installation.version));
                 }
-                let statements = match known.as_ref() {
-                    Some(known) if *known == installation => None,
-                    _ => Some(Statements::new(installation)),
+                let (s, statements) = match (known.as_ref(), self.statements.as_ref()) {
+                    (Some(known), Some(current)) if *known == installation => (current, None),
+                    _ => {
+                        // A new installation: outcomes of the old one's rows are not ours to
+                        // record (the caller forgets them).
+                        let fresh = Statements::new(installation);
+                        let claimed = claim_and_maintain(
+                            client,
+                            &fresh,
+                            free,
+                            &[],
+                            default_room,
+                            lease_ms,
+                            maintenance_due,
+                            first_run,
+                            purge_due,
+                            retention,
+                        )?;
+                        return Ok(ClaimRound::Claimed {
+                            statements: Some(fresh),
+                            recorded: false,
+                            claimed,
+                        });
+                    }
                 };
-                let s = statements
-                    .as_ref()
-                    .or(self.statements.as_ref())
-                    .expect("statements");
-                let (mut requeued, mut purged) = (0, 0);
-                if maintenance_due {
-                    requeued = s.requeue_expired(client, first_run)?;
-                    s.forget_expired_secrets(client)?;
-                }
-                if purge_due {
-                    purged = s.purge(client, retention, PURGE_BATCH)?;
-                }
-                let claimed = if free > 0 {
-                    s.claim(client, free as i64, &busy, per_webhook, lease_ms)?
-                } else {
-                    vec![]
-                };
-                // Only a round that took everything it could see may sleep: then it needs to
-                // know when the next delivery is due.
-                let filled = free == 0 || claimed.len() >= free;
-                let next_due = if filled { None } else { s.next_due_in(client)? };
+                s.record(client, &records)?;
+                s.release(client, &released)?;
+                s.disable(client, &disable)?;
+                s.update_health(client, &health, disable_after)?;
+                let claimed = claim_and_maintain(
+                    client,
+                    s,
+                    free,
+                    &rooms,
+                    default_room,
+                    lease_ms,
+                    maintenance_due,
+                    first_run,
+                    purge_due,
+                    retention,
+                )?;
                 Ok(ClaimRound::Claimed {
                     statements,
+                    recorded: true,
                     claimed,
-                    next_due,
-                    requeued,
-                    purged,
                 })
             })
         }));
@@ -321,10 +362,8 @@ impl Worker {
             }
             Ok(Ok(ClaimRound::Claimed {
                 statements,
+                recorded,
                 claimed,
-                next_due,
-                requeued,
-                purged,
             })) => {
                 if let Some(statements) = statements {
                     log!(
@@ -334,33 +373,42 @@ impl Worker {
                     self.forget_schema();
                     self.statements = Some(statements);
                 }
+                if recorded {
+                    wake::report_progress(self.in_flight.len(), finished);
+                }
                 if maintenance_due {
                     self.last_maintenance = Some(Instant::now());
+                    // Forget idle endpoints (deleted webhooks among them); a slow one stays
+                    // known, with its reduced cap.
+                    self.endpoints.retain(|_, e| e.outstanding > 0 || e.slow);
                 }
                 if purge_due {
-                    self.purge_behind = purged >= PURGE_BATCH as u64;
+                    self.purge_behind = claimed.purged >= PURGE_BATCH as u64;
                 }
-                if purged > 0 {
-                    debug1!("webhook_ext worker: purged {purged} finished deliveries older than webhook.retention");
+                if claimed.purged > 0 {
+                    debug1!(
+                        "webhook_ext worker: purged {} finished deliveries older than webhook.retention",
+                        claimed.purged
+                    );
                 }
-                if requeued > 0 {
-                    log!("webhook_ext worker: re-queued {requeued} deliveries whose lease expired");
+                if claimed.requeued > 0 {
+                    log!(
+                        "webhook_ext worker: re-queued {} deliveries whose lease expired",
+                        claimed.requeued
+                    );
                 }
-                let filled = free == 0 || claimed.len() >= free;
-                for delivery in claimed {
-                    self.queue.push(delivery.webhook_id, delivery);
-                }
-                self.start_attempts();
+                let filled = free == 0 || claimed.deliveries.len() >= free;
+                self.start(claimed.deliveries, lease);
                 if filled {
-                    // More is due: claim again at once if there is room, else a finished
+                    // More may be due: claim again at once if there is room, else a finished
                     // attempt wakes us.
-                    return if free > 0 && self.queue.waiting_len() < self.concurrency {
+                    return if free > 0 && self.in_flight.len() < MAX_OUTSTANDING {
                         Duration::ZERO
                     } else {
                         MAINTENANCE_INTERVAL
                     };
                 }
-                match next_due {
+                match claimed.next_due {
                     // Overdue rows we could not take belong to endpoints at their limit (or
                     // are locked by a manual retry): a finished attempt wakes us.
                     Some(secs) if secs <= 0.0 => OVERDUE_RECHECK,
@@ -368,37 +416,91 @@ impl Worker {
                     None => MAINTENANCE_INTERVAL,
                 }
             }
+            // The outcomes are not recorded: their claims stay 'delivering' until the lease
+            // expires, then they are sent again (at least once, never lost).
             Ok(Err(e)) => {
-                self.fail_batch(&format!("claiming deliveries: {e}"));
+                self.fail_batch(&format!("recording {finished} outcomes and claiming: {e}"));
                 IDLE_INTERVAL
             }
             Err(e) => {
-                self.fail_batch(&format!("claiming deliveries: {e}"));
+                self.fail_batch(&format!("recording {finished} outcomes and claiming: {e}"));
                 IDLE_INTERVAL
             }
         }
     }
 
-    /// Hand waiting claims to free threads, round-robin across webhooks.
-    fn start_attempts(&mut self) {
+    /// Queue claimed deliveries in the pool; it signs and sends each when its turn comes.
+    fn start(&mut self, deliveries: Vec<Claimed>, lease: Duration) {
+        if deliveries.is_empty() {
+            return;
+        }
+        // Started after this, an attempt could outlive its claim's lease: it is handed back.
+        let start_by = Instant::now() + lease.saturating_sub(self.timeout + LEASE_MARGIN);
         let now = SystemTime::now();
-        let cap = self.running_cap_per_webhook();
-        while let Some((_, delivery)) = self.queue.start_next(self.concurrency, cap) {
-            match attempt::request_for(&delivery, now) {
-                Ok(request) => self.pool.submit(Job {
+        let mut jobs = Vec::with_capacity(deliveries.len());
+        for mut delivery in deliveries {
+            let endpoint = self.endpoints.entry(delivery.webhook_id).or_default();
+            endpoint.outstanding += 1;
+            match attempt::message_for(&delivery) {
+                Ok(message) => jobs.push(Job {
                     delivery_id: delivery.delivery_id,
                     attempt: delivery.attempt,
-                    request,
+                    key: delivery.webhook_id,
+                    start_by: Some(start_by),
+                    request: Outgoing::SignAtStart {
+                        url: std::mem::take(&mut delivery.url),
+                        message,
+                    },
                 }),
                 Err(reason) => self.local_results.push(JobResult {
                     delivery_id: delivery.delivery_id,
                     attempt: delivery.attempt,
+                    key: delivery.webhook_id,
                     started_at: now,
-                    outcome: attempt::unsendable(reason),
+                    outcome: Some(attempt::unsendable(reason)),
                 }),
             }
+            // Kept for recording the outcome, which needs neither the body nor the secrets.
+            delivery.body = String::new();
+            delivery.secret = String::new();
+            delivery.previous_secret = None;
             self.in_flight.insert(delivery.delivery_id, delivery);
         }
+        self.pool.submit_all(jobs);
+    }
+
+    /// Learn from an attempt how the endpoint is doing. One whose attempts take about as long
+    /// as the timeout (hanging, or failing slowly) keeps only a small share of the threads,
+    /// so a few such endpoints can never hold them all.
+    fn observe(&mut self, webhook_id: i64, outcome: &webhook_delivery::http::Outcome) {
+        let endpoint = self.endpoints.entry(webhook_id).or_default();
+        let ms = outcome.duration.as_secs_f64() * 1000.0;
+        let average = match endpoint.average_ms {
+            Some(average) => average + (ms - average) * PACE_SMOOTHING,
+            None => ms,
+        };
+        endpoint.average_ms = Some(average);
+        let slow = average * 2.0 >= self.timeout.as_secs_f64() * 1000.0;
+        if slow != endpoint.slow {
+            endpoint.slow = slow;
+            self.pool
+                .set_key_cap(webhook_id, slow.then(|| slow_cap(self.concurrency)));
+        }
+    }
+
+    /// How many deliveries of an endpoint to hold claimed at once: enough that its threads
+    /// never wait for the next claim, few enough that the last one starts within
+    /// QUEUE_HORIZON (and always within its lease). Unknown endpoints start at two rounds.
+    fn depth(&self, endpoint: Option<&Endpoint>) -> usize {
+        let cap = match endpoint {
+            Some(e) if e.slow => slow_cap(self.concurrency),
+            _ => running_cap(self.concurrency),
+        };
+        let rounds = match endpoint.and_then(|e| e.average_ms) {
+            Some(ms) => QUEUE_HORIZON.as_secs_f64() * 1000.0 / ms.max(0.01),
+            None => 1.0,
+        };
+        ((cap as f64 * (1.0 + rounds)) as usize).clamp(2 * cap, MAX_DEPTH_PER_WEBHOOK)
     }
 
     /// The extension was dropped (or moved): attempts still in flight belong to rows that are
@@ -406,31 +508,89 @@ impl Worker {
     /// whose ids start over.
     fn forget_schema(&mut self) {
         self.statements = None;
-        if self.queue.waiting_len() + self.queue.running_len() == 0 && self.local_results.is_empty()
-        {
+        // Ids start over in a new installation: nothing learnt about the old endpoints holds.
+        self.endpoints.clear();
+        self.pool.clear_key_caps();
+        if self.in_flight.is_empty() && self.local_results.is_empty() {
             return;
         }
-        match Pool::new(
-            self.concurrency,
-            Client::new(settings::limits(), settings::network_policy()),
-        ) {
+        match new_pool(self.concurrency) {
             Ok(pool) => self.pool = pool,
             Err(e) => self.fail_batch(&format!("cannot restart the HTTP pool: {e}")),
         }
         self.in_flight.clear();
-        self.queue.clear();
         self.local_results.clear();
-    }
-
-    /// One endpoint may use at most half the threads, so a slow one leaves room for the rest.
-    fn running_cap_per_webhook(&self) -> usize {
-        self.concurrency.div_ceil(2).max(1)
     }
 
     fn fail_batch(&self, message: &str) {
         wake::report_error(message);
         warning!("webhook_ext worker: {message}");
     }
+}
+
+fn new_pool(concurrency: usize) -> std::io::Result<Pool> {
+    Pool::new(
+        concurrency,
+        running_cap(concurrency),
+        Client::new(settings::limits(), settings::network_policy()),
+    )
+}
+
+/// One endpoint may use at most half the threads, so a slow one leaves room for the rest.
+fn running_cap(concurrency: usize) -> usize {
+    concurrency.div_ceil(2).max(1)
+}
+
+/// An endpoint whose attempts take about as long as the timeout gets an eighth of them.
+fn slow_cap(concurrency: usize) -> usize {
+    (concurrency / 8).max(1)
+}
+
+/// What one claim round found.
+struct Claims {
+    deliveries: Vec<Claimed>,
+    next_due: Option<f64>,
+    requeued: u64,
+    purged: u64,
+}
+
+/// The maintenance that is due, then the claim, in the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+fn claim_and_maintain(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    s: &Statements,
+    free: usize,
+    rooms: &[(i64, i32)],
+    default_room: i32,
+    lease_ms: i64,
+    maintenance_due: bool,
+    first_run: bool,
+    purge_due: bool,
+    retention: Duration,
+) -> pgrx::spi::Result<Claims> {
+    let (mut requeued, mut purged) = (0, 0);
+    if maintenance_due {
+        requeued = s.requeue_expired(client, first_run)?;
+        s.forget_expired_secrets(client)?;
+    }
+    if purge_due {
+        purged = s.purge(client, retention, PURGE_BATCH)?;
+    }
+    let deliveries = if free > 0 {
+        s.claim(client, free as i64, rooms, default_room, lease_ms)?
+    } else {
+        vec![]
+    };
+    // Only a round that took everything it could see may sleep: then it needs to know when
+    // the next delivery is due.
+    let filled = free == 0 || deliveries.len() >= free;
+    let next_due = if filled { None } else { s.next_due_in(client)? };
+    Ok(Claims {
+        deliveries,
+        next_due,
+        requeued,
+        purged,
+    })
 }
 
 // Lives for one loop iteration; boxing the big variant would buy nothing.
@@ -440,11 +600,11 @@ enum ClaimRound {
     /// Installed at another version: deliveries wait for ALTER EXTENSION ... UPDATE.
     OtherVersion(String),
     Claimed {
+        /// Set when the installation is new to this worker.
         statements: Option<Statements>,
-        claimed: Vec<Claimed>,
-        next_due: Option<f64>,
-        requeued: u64,
-        purged: u64,
+        /// The round's outcomes were recorded (not when the installation changed under them).
+        recorded: bool,
+        claimed: Claims,
     },
 }
 
@@ -467,6 +627,25 @@ fn wait_for_work(timeout: Duration, pool_fd: std::os::fd::RawFd) -> bool {
     }
     pg_sys::check_for_interrupts!();
     !BackgroundWorker::sigterm_received()
+}
+
+/// Wait up to `timeout` for the pool to report results (a commit's latch ends it too: the
+/// round that follows claims). Returns false when nothing came.
+fn wait_for_results(timeout: Duration, pool_fd: std::os::fd::RawFd) -> bool {
+    let events = pg_sys::WL_LATCH_SET
+        | pg_sys::WL_SOCKET_READABLE
+        | pg_sys::WL_TIMEOUT
+        | pg_sys::WL_EXIT_ON_PM_DEATH;
+    let fired = unsafe {
+        pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            events as i32,
+            pool_fd,
+            timeout.as_millis().max(1).min(i64::MAX as u128) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        )
+    };
+    fired & pg_sys::WL_SOCKET_READABLE as i32 != 0
 }
 
 /// Run `body` in its own transaction. A Postgres ERROR or a panic aborts this transaction

@@ -474,8 +474,32 @@ fn extension_functions(db: &mut Client) -> Vec<String> {
     .collect()
 }
 
+/// The definitions of the extension tables' indexes and constraints, and of its functions'
+/// bodies' configuration (SECURITY DEFINER, search_path).
+fn extension_schema(db: &mut Client) -> Vec<String> {
+    db.query(
+        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
+           JOIN pg_depend d ON d.objid = i.indrelid AND d.deptype = 'e' \
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+         UNION ALL \
+         SELECT c.conrelid::regclass::text || ' ' || pg_get_constraintdef(c.oid) FROM pg_constraint c \
+           JOIN pg_depend d ON d.objid = c.conrelid AND d.deptype = 'e' \
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+         UNION ALL \
+         SELECT p.proname || ' ' || p.prosecdef || ' ' || coalesce(p.proconfig::text, '') FROM pg_proc p \
+           JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+         ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 #[test]
-fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
+fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_functions() {
     let cluster = Cluster::start("upgrade", "");
     let mut admin = cluster.connect();
     admin.batch_execute("CREATE DATABASE fresh").unwrap();
@@ -496,7 +520,7 @@ fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
         .unwrap();
     let (id, secret): (i64, String) = (row.get(0), row.get(1));
     let delivery = emit(&mut db, "up.before");
-    // The 0.2.0 worker does not touch a 0.1.0 schema: it says so and waits.
+    // This worker does not touch a 0.1.0 schema: it says so and waits.
     let last_error = wait_until("the worker to ask for the update", DEADLINE, || {
         db.query_one("SELECT last_error FROM webhook_worker_status()", &[])
             .unwrap()
@@ -517,7 +541,8 @@ fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(version, "0.2.0");
+    // Every upgrade script in turn (0.1.0 → 0.2.0 → ... → this release).
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
     wait_for_status(&mut db, delivery, "succeeded", DEADLINE);
     let request = receiver.wait_for(1, DEADLINE).remove(0);
     assert!(verify_hex(
@@ -526,10 +551,14 @@ fn upgrade_from_0_1_0_keeps_data_and_gets_the_new_functions() {
         request.header("X-Webhook-Signature").unwrap()
     ));
 
-    // Same functions as a fresh 0.2.0 install, and the new ones work on the old data.
+    // Same functions as a fresh install of this release, and the new ones work on the old data.
     assert_eq!(
         extension_functions(&mut db),
         extension_functions(&mut cluster.connect_to("fresh"))
+    );
+    assert_eq!(
+        extension_schema(&mut db),
+        extension_schema(&mut cluster.connect_to("fresh"))
     );
     let settings: Option<String> = db
         .query_one("SELECT settings::text FROM webhook_worker_status()", &[])

@@ -1476,24 +1476,24 @@ impl Bench {
     }
 
     /// Times the worker's claim (16 rows) and next_due the way the worker runs them: saved
-    /// plans, with the worker's plan_cache_mode (generic plans if src/worker.rs forces them,
-    /// else custom plans as SPI_execute_with_args makes). Each claim is rolled back.
+    /// plans, with the settings the worker makes for its session (src/worker.rs). Each claim
+    /// is rolled back.
     fn time_claims(&self, db: &mut Client, reps: usize) -> Result<ClaimTiming> {
         let sql = self.sql.as_ref().ok_or("no worker SQL")?;
-        let mode = if sql.generic_plans {
-            "force_generic_plan"
-        } else {
-            "force_custom_plan"
-        };
+        let settings: String = sql
+            .session_settings
+            .iter()
+            .map(|(name, value)| format!("SET {name} = '{value}';\n"))
+            .collect();
         db.batch_execute(&format!(
-            "SET plan_cache_mode = {mode};
+            "{settings}
              DEALLOCATE ALL;
              PREPARE bench_claim(bigint, bigint[], int[], int, bigint) AS {};
              PREPARE bench_next_due AS {};",
             sql.claim, sql.next_due
         ))
         .map_err(|e| format!("preparing the worker's statements: {}", pg(e)))?;
-        // Limit 32 (free slots), nothing busy, 16 per webhook, a lease of 40 s.
+        // Limit 32, no webhook known yet (each may take 16), a lease of 40 s.
         let execute = "EXECUTE bench_claim(32, '{}', '{}', 16, 40000)";
         let explain = format!("EXPLAIN (ANALYZE, BUFFERS) {execute}");
         let explain_due = "EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_next_due";
@@ -1931,7 +1931,7 @@ fn claim_stats(db: &mut Client) -> StatementStats {
         "SELECT calls, plans, (total_plan_time + total_exec_time) / greatest(calls, 1),
                 rows::float8 / greatest(calls, 1)
            FROM pg_stat_statements
-          WHERE query LIKE '%FOR UPDATE SKIP LOCKED%' AND query LIKE 'WITH busy%'
+          WHERE query LIKE '%FOR UPDATE SKIP LOCKED%' AND query LIKE 'WITH known%'
           ORDER BY calls DESC LIMIT 1",
         &[],
     )

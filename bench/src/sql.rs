@@ -5,11 +5,12 @@ use std::fs;
 use std::path::Path;
 
 pub struct WorkerSql {
-    /// $1 limit, $2 busy ids, $3 busy counts, $4 per-webhook limit, $5 lease ms.
+    /// $1 limit, $2 webhook ids, $3 their rooms, $4 the room of the others, $5 lease ms.
     pub claim: String,
     pub next_due: String,
-    /// The worker sets plan_cache_mode = force_generic_plan for its session.
-    pub generic_plans: bool,
+    /// The settings the worker makes for its session (`SetConfigOption(c"name", c"value")`
+    /// pairs in src/worker.rs), so that the claim timed without it is planned the same way.
+    pub session_settings: Vec<(String, String)>,
     /// The claim's RETURNING list was replaced by `d.id` (it is built by code).
     pub returning_reduced: bool,
 }
@@ -41,11 +42,28 @@ pub fn worker_sql(repo: &Path, schema: &str) -> Option<WorkerSql> {
     }
     let worker = fs::read_to_string(repo.join("src/worker.rs")).unwrap_or_default();
     Some(WorkerSql {
-        generic_plans: worker.contains("force_generic_plan") || text.contains("force_generic_plan"),
+        session_settings: session_settings(&worker),
         claim,
         next_due,
         returning_reduced,
     })
+}
+
+/// Every `(c"name", c"value")` pair of the worker's source.
+fn session_settings(worker: &str) -> Vec<(String, String)> {
+    let mut settings = Vec::new();
+    let mut rest = worker;
+    while let Some(at) = rest.find("(c\"") {
+        rest = &rest[at + 3..];
+        let Some((name, after)) = rest.split_once('"') else { break };
+        let Some(value) = after.strip_prefix(", c\"").and_then(|v| v.split_once('"')) else {
+            continue;
+        };
+        if value.1.starts_with(')') {
+            settings.push((name.to_string(), value.0.to_string()));
+        }
+    }
+    settings
 }
 
 /// The string literal of the first `format!(` in the struct field `name` (a line that

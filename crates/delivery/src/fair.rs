@@ -40,13 +40,22 @@ impl<T> FairQueue<T> {
     /// The next item allowed to start, counted as running: fewer than `total_cap` run in all
     /// and fewer than `per_key_cap` of its key. None when nothing may start now.
     pub fn start_next(&mut self, total_cap: usize, per_key_cap: usize) -> Option<(i64, T)> {
+        self.start_next_capped(total_cap, |_| per_key_cap)
+    }
+
+    /// Like [`FairQueue::start_next`], with a cap of its own for each key.
+    pub fn start_next_capped(
+        &mut self,
+        total_cap: usize,
+        per_key_cap: impl Fn(i64) -> usize,
+    ) -> Option<(i64, T)> {
         if self.running_len >= total_cap {
             return None;
         }
         for _ in 0..self.turn.len() {
             let key = self.turn.pop_front()?;
             let running = self.running.get(&key).copied().unwrap_or(0);
-            if running >= per_key_cap {
+            if running >= per_key_cap(key) {
                 self.turn.push_back(key);
                 continue;
             }
@@ -149,6 +158,20 @@ mod tests {
         assert_eq!(queue.start_next(4, 2), None, "every slot is taken");
         queue.finished(1);
         assert_eq!(queue.start_next(4, 2), Some((1, "slow")));
+    }
+
+    #[test]
+    fn a_key_with_a_smaller_cap_leaves_its_share_to_others() {
+        let mut queue = FairQueue::default();
+        for _ in 0..10 {
+            queue.push(1, "hanging");
+            queue.push(2, "fast");
+        }
+        let caps = |key: i64| if key == 1 { 1 } else { 3 };
+        let started: Vec<_> =
+            std::iter::from_fn(|| queue.start_next_capped(10, caps).map(|(_, item)| item))
+                .collect();
+        assert_eq!(started, vec!["hanging", "fast", "fast", "fast"]);
     }
 
     #[test]

@@ -1,28 +1,45 @@
-//! HTTP worker threads. The Postgres main thread hands them jobs and collects plain results,
-//! so it never blocks on the network and a slow receiver only holds up one thread.
+//! HTTP worker threads. The Postgres main thread hands them claimed jobs ahead of time and
+//! collects plain results; each thread takes its next job itself from a shared fair queue
+//! (round-robin across endpoints, a cap per endpoint), so the threads never wait for the main
+//! thread between two requests and a slow receiver only holds up its own share of them.
 //!
 //! The main thread learns that results are waiting from [`Pool::wake_fd`], which it can add to
 //! the set of descriptors it already waits on (its latch).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
-
+use crate::fair::FairQueue;
 use crate::http::{Client, Outcome, OutcomeKind, Request};
+use crate::wire::OwnedMessage;
 
 /// One attempt to make.
 #[derive(Debug)]
 pub struct Job {
     pub delivery_id: i64,
     pub attempt: i32,
-    pub request: Request,
+    /// The endpoint (webhook) it goes to: jobs of one key share that key's cap.
+    pub key: i64,
+    /// A job still waiting at this instant is handed back unsent: its claim would run out
+    /// before the attempt could finish.
+    pub start_by: Option<Instant>,
+    pub request: Outgoing,
+}
+
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Sent as it is.
+    Ready(Request),
+    /// Signed by the HTTP thread when the attempt starts: the signatures cover the attempt's
+    /// timestamp, and a job may wait a while in the queue.
+    SignAtStart { url: String, message: OwnedMessage },
 }
 
 /// How the attempt went.
@@ -30,23 +47,53 @@ pub struct Job {
 pub struct JobResult {
     pub delivery_id: i64,
     pub attempt: i32,
+    pub key: i64,
     pub started_at: SystemTime,
-    pub outcome: Outcome,
+    /// None: the job was not started before its `start_by`; nothing was sent.
+    pub outcome: Option<Outcome>,
+}
+
+/// The queue the threads take their jobs from, and its caps.
+struct Dispatch {
+    queue: FairQueue<Job>,
+    total_cap: usize,
+    default_key_cap: usize,
+    /// Keys with a cap other than the default (e.g. a receiver that stopped answering).
+    key_caps: HashMap<i64, usize>,
+    closed: bool,
+}
+
+impl Dispatch {
+    fn start_next(&mut self) -> Option<Job> {
+        let (caps, default) = (&self.key_caps, self.default_key_cap);
+        self.queue
+            .start_next_capped(self.total_cap, |key| {
+                caps.get(&key).copied().unwrap_or(default)
+            })
+            .map(|(_, job)| job)
+    }
 }
 
 /// What the worker threads share.
 struct Shared {
-    jobs: Receiver<Job>,
-    results: Sender<JobResult>,
+    dispatch: Mutex<Dispatch>,
+    /// Signalled when a job may start (submitted, or a cap raised) and on close.
+    job_ready: Condvar,
+    results: Mutex<Vec<JobResult>>,
+    /// A wake-up byte was written since the main thread last took the results: one byte per
+    /// batch of results is enough.
+    wake_pending: AtomicBool,
     /// Write end of the wake-up socket pair.
     wake: UnixStream,
     client: RwLock<Arc<Client>>,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 pub struct Pool {
     shared: Arc<Shared>,
-    jobs: Sender<Job>,
-    results: Receiver<JobResult>,
     /// Read end of the wake-up socket pair.
     wake: UnixStream,
     in_flight: AtomicUsize,
@@ -54,46 +101,99 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `threads` threads (at least one).
-    pub fn new(threads: usize, client: Client) -> io::Result<Pool> {
+    /// Starts `threads` threads (at least one); at most `threads` jobs run at once, at most
+    /// `per_key_cap` of one key.
+    pub fn new(threads: usize, per_key_cap: usize, client: Client) -> io::Result<Pool> {
         let (wake, wake_writer) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         // Never block a worker on a full socket: a full buffer is already a pending wake-up.
         wake_writer.set_nonblocking(true)?;
-        let (job_sender, job_receiver) = crossbeam_channel::unbounded();
-        let (result_sender, result_receiver) = crossbeam_channel::unbounded();
+        let threads = threads.max(1);
         let pool = Pool {
             shared: Arc::new(Shared {
-                jobs: job_receiver,
-                results: result_sender,
+                dispatch: Mutex::new(Dispatch {
+                    queue: FairQueue::default(),
+                    total_cap: threads,
+                    default_key_cap: per_key_cap.max(1),
+                    key_caps: HashMap::new(),
+                    closed: false,
+                }),
+                job_ready: Condvar::new(),
+                results: Mutex::new(Vec::new()),
+                wake_pending: AtomicBool::new(false),
                 wake: wake_writer,
                 client: RwLock::new(Arc::new(client)),
             }),
-            jobs: job_sender,
-            results: result_receiver,
             wake,
             in_flight: AtomicUsize::new(0),
             threads: Mutex::new(0),
         };
-        pool.spawn_up_to(threads.max(1))?;
+        pool.spawn_up_to(threads)?;
         Ok(pool)
     }
 
-    /// Queues a job; a free thread picks it up.
+    /// Queues a job; a free thread picks it up when its key's turn comes.
     pub fn submit(&self, job: Job) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.jobs
-            .send(job)
-            .expect("the pool holds the receiving side of its job channel");
+        self.submit_all(std::iter::once(job));
+    }
+
+    /// Queues jobs under one lock.
+    pub fn submit_all(&self, jobs: impl IntoIterator<Item = Job>) {
+        let mut dispatch = lock(&self.shared.dispatch);
+        let mut count = 0;
+        for job in jobs {
+            dispatch.queue.push(job.key, job);
+            count += 1;
+        }
+        drop(dispatch);
+        self.in_flight.fetch_add(count, Ordering::SeqCst);
+        if count >= self.threads() {
+            self.shared.job_ready.notify_all();
+        } else {
+            for _ in 0..count {
+                self.shared.job_ready.notify_one();
+            }
+        }
+    }
+
+    /// At most `total` jobs run at once (never more than the threads), at most `per_key` of one
+    /// key unless [`Pool::set_key_cap`] says otherwise.
+    pub fn set_caps(&self, total: usize, per_key: usize) {
+        let mut dispatch = lock(&self.shared.dispatch);
+        dispatch.total_cap = total.max(1);
+        dispatch.default_key_cap = per_key.max(1);
+        drop(dispatch);
+        self.shared.job_ready.notify_all();
+    }
+
+    /// A cap of its own for `key` (None: the default again).
+    pub fn set_key_cap(&self, key: i64, cap: Option<usize>) {
+        let mut dispatch = lock(&self.shared.dispatch);
+        let changed = match cap {
+            Some(cap) => dispatch.key_caps.insert(key, cap.max(1)) != Some(cap.max(1)),
+            None => dispatch.key_caps.remove(&key).is_some(),
+        };
+        drop(dispatch);
+        if changed {
+            self.shared.job_ready.notify_all();
+        }
+    }
+
+    /// Every key back to the default cap.
+    pub fn clear_key_caps(&self) {
+        lock(&self.shared.dispatch).key_caps.clear();
+        self.shared.job_ready.notify_all();
     }
 
     /// The results that are ready, without waiting.
     pub fn try_results(&self) -> Vec<JobResult> {
-        // Wake-up bytes first: a result queued after this drain leaves a byte behind, so the
-        // next wait on `wake_fd` returns at once and that result is not missed.
-        let mut buf = [0u8; 256];
+        // Order matters: re-arm the wake-up, drain the socket, then take the results. A result
+        // pushed after the take finds the wake-up armed and leaves a byte, so the next wait on
+        // `wake_fd` returns at once and that result is not missed.
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        let mut buf = [0u8; 64];
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
-        let results: Vec<JobResult> = self.results.try_iter().collect();
+        let results = std::mem::take(&mut *lock(&self.shared.results));
         self.in_flight.fetch_sub(results.len(), Ordering::SeqCst);
         results
     }
@@ -125,15 +225,20 @@ impl Pool {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Jobs submitted and not started yet.
+    pub fn waiting(&self) -> usize {
+        lock(&self.shared.dispatch).queue.waiting_len()
+    }
+
     pub fn threads(&self) -> usize {
-        *self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.threads)
     }
 
     fn spawn_up_to(&self, target: usize) -> io::Result<()> {
         // A new thread inherits the mask of the thread that spawns it: block everything
         // around the spawn, so no signal can reach an HTTP thread even before it starts.
         let _blocked = SignalsBlocked::new();
-        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut threads = lock(&self.threads);
         while *threads < target {
             let shared = Arc::clone(&self.shared);
             thread::Builder::new()
@@ -149,27 +254,82 @@ impl Drop for Pool {
     /// Queued jobs are dropped unsent (their deliveries stay leased in the database and come
     /// back later); running attempts finish on their own, detached threads, which then exit.
     fn drop(&mut self) {
-        while self.shared.jobs.try_recv().is_ok() {}
+        let mut dispatch = lock(&self.shared.dispatch);
+        dispatch.closed = true;
+        dispatch.queue.clear();
+        drop(dispatch);
+        self.shared.job_ready.notify_all();
     }
 }
 
 fn work(shared: &Shared) {
-    while let Ok(job) = shared.jobs.recv() {
-        let client = Arc::clone(&shared.client.read().unwrap_or_else(PoisonError::into_inner));
-        let started_at = SystemTime::now();
-        let outcome = guarded(|| client.send(&job.request));
-        let result = JobResult {
-            delivery_id: job.delivery_id,
-            attempt: job.attempt,
-            started_at,
-            outcome,
+    let mut finished_key = None;
+    loop {
+        let job = {
+            let mut dispatch = lock(&shared.dispatch);
+            if let Some(key) = finished_key.take() {
+                dispatch.queue.finished(key);
+            }
+            loop {
+                if dispatch.closed {
+                    return;
+                }
+                // The job this thread's finished attempt made room for, if any, is taken here
+                // by this same thread: no other thread needs waking for it.
+                if let Some(job) = dispatch.start_next() {
+                    break job;
+                }
+                dispatch = shared
+                    .job_ready
+                    .wait(dispatch)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         };
-        if shared.results.send(result).is_err() {
-            break; // the pool is gone
+        finished_key = Some(job.key);
+        let result = attempt(shared, job);
+        lock(&shared.results).push(result);
+        if !shared.wake_pending.swap(true, Ordering::SeqCst) {
+            // WouldBlock means the socket is full of unread wake-ups already: nothing to add.
+            let _ = (&shared.wake).write(&[1]);
         }
-        // WouldBlock means the socket is full of unread wake-ups already: nothing to add.
-        let _ = (&shared.wake).write(&[1]);
     }
+}
+
+fn attempt(shared: &Shared, job: Job) -> JobResult {
+    let started_at = SystemTime::now();
+    let mut result = JobResult {
+        delivery_id: job.delivery_id,
+        attempt: job.attempt,
+        key: job.key,
+        started_at,
+        outcome: None,
+    };
+    if job
+        .start_by
+        .is_some_and(|deadline| Instant::now() > deadline)
+    {
+        return result;
+    }
+    let client = Arc::clone(&shared.client.read().unwrap_or_else(PoisonError::into_inner));
+    result.outcome = Some(guarded(|| {
+        let request = match job.request {
+            Outgoing::Ready(request) => request,
+            Outgoing::SignAtStart { url, message } => {
+                let unix = started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let headers = message.headers(unix);
+                Request {
+                    url,
+                    headers,
+                    body: message.body,
+                }
+            }
+        };
+        client.send(&request)
+    }));
+    result
 }
 
 /// Runs one attempt; a panic becomes a failed outcome instead of killing the thread and
@@ -252,15 +412,25 @@ mod tests {
     }
 
     fn job(delivery_id: i64, url: String) -> Job {
+        keyed_job(delivery_id, 1, url)
+    }
+
+    fn keyed_job(delivery_id: i64, key: i64, url: String) -> Job {
         Job {
             delivery_id,
             attempt: 1,
-            request: Request {
+            key,
+            start_by: None,
+            request: Outgoing::Ready(Request {
                 url,
                 headers: vec![("X-Delivery-ID".into(), delivery_id.to_string())],
                 body: "{}".into(),
-            },
+            }),
         }
+    }
+
+    fn outcome(result: &JobResult) -> &Outcome {
+        result.outcome.as_ref().expect("the job was started")
     }
 
     /// Waits on the wake-up descriptor the way the worker's main loop does.
@@ -296,7 +466,7 @@ mod tests {
     #[test]
     fn every_job_comes_back() {
         let server = echo_server();
-        let pool = Pool::new(4, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(4, 4, client("127.0.0.1/32")).unwrap();
         assert_eq!(pool.threads(), 4);
         for id in 0..40 {
             pool.submit(job(id, server.url("/")));
@@ -305,10 +475,10 @@ mod tests {
         assert_eq!(results.len(), 40);
         let mut seen = HashSet::new();
         for result in &results {
-            assert!(result.outcome.is_success(), "{:?}", result.outcome);
+            assert!(outcome(result).is_success(), "{:?}", result.outcome);
             assert_eq!(result.attempt, 1);
             assert_eq!(
-                result.outcome.body.as_deref(),
+                outcome(result).body.as_deref(),
                 Some(result.delivery_id.to_string().as_str())
             );
             assert!(result.started_at <= SystemTime::now());
@@ -321,7 +491,7 @@ mod tests {
     #[test]
     fn wake_fd_signals_results_and_is_drained() {
         let server = echo_server();
-        let pool = Pool::new(1, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
         assert!(!readable(pool.wake_fd(), Duration::ZERO));
         pool.submit(job(7, server.url("/")));
         assert_eq!(pool.in_flight(), 1);
@@ -336,16 +506,16 @@ mod tests {
     #[test]
     fn set_client_applies_to_later_jobs() {
         let server = echo_server();
-        let pool = Pool::new(2, client("")).unwrap();
+        let pool = Pool::new(2, 2, client("")).unwrap();
         pool.submit(job(1, server.url("/")));
         let refused = collect(&pool, 1);
-        assert_eq!(refused[0].outcome.kind, OutcomeKind::PolicyRefused);
+        assert_eq!(outcome(&refused[0]).kind, OutcomeKind::PolicyRefused);
 
         pool.set_client(client("127.0.0.1/32"));
         pool.submit(job(2, server.url("/")));
         let delivered = collect(&pool, 1);
         assert_eq!(delivered[0].delivery_id, 2);
-        assert!(delivered[0].outcome.is_success());
+        assert!(outcome(&delivered[0]).is_success());
     }
 
     /// The SigBlk mask of the named threads of this process, from /proc.
@@ -386,7 +556,7 @@ mod tests {
                 .to_string()
         };
         let before = caller();
-        let pool = Pool::new(2, client("")).unwrap();
+        let pool = Pool::new(2, 2, client("")).unwrap();
         pool.grow(3);
         // A thread takes its name once it runs.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -412,13 +582,13 @@ mod tests {
 
     #[test]
     fn grow_only_adds() {
-        let pool = Pool::new(2, client("")).unwrap();
+        let pool = Pool::new(2, 2, client("")).unwrap();
         assert_eq!(pool.threads(), 2);
         pool.grow(5);
         assert_eq!(pool.threads(), 5);
         pool.grow(3);
         assert_eq!(pool.threads(), 5);
-        assert_eq!(Pool::new(0, client("")).unwrap().threads(), 1);
+        assert_eq!(Pool::new(0, 0, client("")).unwrap().threads(), 1);
     }
 
     #[test]
@@ -427,7 +597,7 @@ mod tests {
             let _ = stream.read(&mut [0]);
         });
         let fast = echo_server();
-        let pool = Pool::new(2, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(2, 2, client("127.0.0.1/32")).unwrap();
         pool.submit(job(1, silent.url("/")));
         pool.submit(job(2, fast.url("/")));
         let results = collect(&pool, 1);
@@ -436,11 +606,102 @@ mod tests {
     }
 
     #[test]
+    fn a_key_never_runs_more_than_its_cap() {
+        let silent = TestServer::http(|_, stream| {
+            let _ = stream.read(&mut [0]);
+        });
+        let fast = echo_server();
+        // Four threads, two per key by default, one for the hanging key 1.
+        let pool = Pool::new(4, 2, client("127.0.0.1/32")).unwrap();
+        pool.set_key_cap(1, Some(1));
+        pool.submit_all((1..=3).map(|id| keyed_job(id, 1, silent.url("/"))));
+        pool.submit_all((10..20).map(|id| keyed_job(id, 2, fast.url("/"))));
+        let results = collect(&pool, 10);
+        let mut ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
+        ids.sort();
+        assert_eq!(ids, (10..20).collect::<Vec<_>>());
+        assert_eq!(pool.in_flight(), 3);
+        assert_eq!(pool.waiting(), 2, "key 1 runs one job, the other two wait");
+        // Raising the key's cap lets one more start at once.
+        pool.set_key_cap(1, None);
+        let deadline = Instant::now() + DEADLINE;
+        while pool.waiting() != 1 {
+            assert!(Instant::now() < deadline, "no second job of key 1 started");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_job_past_its_start_by_comes_back_unsent() {
+        let server = TestServer::http(|_, stream| {
+            let _ = stream.write_all(&response("200 OK", &[], b""));
+        });
+        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
+        let mut late = job(1, server.url("/"));
+        late.start_by = Some(Instant::now() - Duration::from_millis(1));
+        pool.submit(late);
+        let results = collect(&pool, 1);
+        assert_eq!(results[0].delivery_id, 1);
+        assert!(results[0].outcome.is_none(), "{:?}", results[0].outcome);
+        assert_eq!(server.requests().len(), 0, "nothing was sent");
+    }
+
+    #[test]
+    fn a_message_is_signed_when_its_attempt_starts() {
+        let server = TestServer::http(|request, stream| {
+            let timestamp = request
+                .header("x-webhook-timestamp")
+                .unwrap_or_default()
+                .to_owned();
+            let signature = request
+                .header("x-webhook-signature")
+                .unwrap_or_default()
+                .to_owned();
+            let body = format!("{timestamp} {signature}");
+            let _ = stream.write_all(&response("200 OK", &[], body.as_bytes()));
+        });
+        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
+        let message = OwnedMessage {
+            webhook_id: 3,
+            delivery_id: 4,
+            event_id: "e".into(),
+            event: "cliente.criado".into(),
+            body: "{}".into(),
+            secret: "s3cr3t".into(),
+            previous_secrets: vec![],
+            signature_header: "X-Webhook-Signature".into(),
+            custom_headers: vec![],
+            user_agent: "webhook_ext/test".into(),
+        };
+        let expected_signature = crate::signing::hex_signature("s3cr3t", b"{}");
+        pool.submit(Job {
+            delivery_id: 4,
+            attempt: 1,
+            key: 3,
+            start_by: Some(Instant::now() + DEADLINE),
+            request: Outgoing::SignAtStart {
+                url: server.url("/"),
+                message,
+            },
+        });
+        let results = collect(&pool, 1);
+        let started = results[0]
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(
+            outcome(&results[0]).body.as_deref(),
+            Some(format!("{started} {expected_signature}").as_str())
+        );
+    }
+
+    #[test]
     fn drop_does_not_wait_for_running_attempts() {
         let silent = TestServer::http(|_, stream| {
             let _ = stream.read(&mut [0]);
         });
-        let pool = Pool::new(1, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
         pool.submit(job(1, silent.url("/")));
         pool.submit(job(2, silent.url("/")));
         let started = Instant::now();

@@ -17,6 +17,43 @@ pub struct Message<'a> {
     pub custom_headers: &'a [(String, String)],
 }
 
+/// A [`Message`] that owns its parts, so that it can travel to an HTTP thread and be signed
+/// there when the attempt starts (the signatures cover the attempt's timestamp).
+#[derive(Debug, Clone)]
+pub struct OwnedMessage {
+    pub webhook_id: i64,
+    pub delivery_id: i64,
+    pub event_id: String,
+    pub event: String,
+    pub body: String,
+    pub secret: String,
+    pub previous_secrets: Vec<String>,
+    pub signature_header: String,
+    pub custom_headers: Vec<(String, String)>,
+    pub user_agent: String,
+}
+
+impl OwnedMessage {
+    pub fn as_message(&self) -> Message<'_> {
+        Message {
+            webhook_id: self.webhook_id,
+            delivery_id: self.delivery_id,
+            event_id: &self.event_id,
+            event: &self.event,
+            body: &self.body,
+            secret: &self.secret,
+            previous_secrets: &self.previous_secrets,
+            signature_header: &self.signature_header,
+            custom_headers: &self.custom_headers,
+        }
+    }
+
+    /// The headers of an attempt starting at `timestamp_unix`.
+    pub fn headers(&self, timestamp_unix: i64) -> Vec<(String, String)> {
+        headers(&self.as_message(), timestamp_unix, &self.user_agent)
+    }
+}
+
 /// `webhook_ext/<version>`.
 pub fn user_agent(version: &str) -> String {
     format!("webhook_ext/{version}")
