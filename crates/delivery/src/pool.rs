@@ -187,12 +187,14 @@ impl Pool {
 
     /// The results that are ready, without waiting.
     pub fn try_results(&self) -> Vec<JobResult> {
-        // Order matters: re-arm the wake-up, drain the socket, then take the results. A result
-        // pushed after the take finds the wake-up armed and leaves a byte, so the next wait on
-        // `wake_fd` returns at once and that result is not missed.
-        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        // Order matters: drain the socket, re-arm the wake-up, then take the results. A thread
+        // that finds the wake-up armed after this writes a byte that stays in the socket, so a
+        // result pushed after the take is never missed. (Re-arming before draining would let a
+        // byte written in between be drained while the flag stays set: the next results would
+        // then wait, unannounced, for some other wake-up.)
         let mut buf = [0u8; 64];
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
         let results = std::mem::take(&mut *lock(&self.shared.results));
         self.in_flight.fetch_sub(results.len(), Ordering::SeqCst);
         results
@@ -486,6 +488,27 @@ mod tests {
         }
         assert_eq!(pool.in_flight(), 0);
         assert!(pool.try_results().is_empty());
+    }
+
+    #[test]
+    fn every_result_is_announced_on_wake_fd() {
+        // Results keep arriving while the caller drains: each must be announced, or a caller
+        // that waits on the descriptor (as the worker does) would sit on it.
+        let server = echo_server();
+        let pool = Pool::new(8, 8, client("127.0.0.1/32")).unwrap();
+        for round in 0..30 {
+            pool.submit_all((0..100).map(|i| job(round * 100 + i, server.url("/"))));
+            let deadline = Instant::now() + DEADLINE;
+            let mut results = 0;
+            while results < 100 {
+                assert!(
+                    readable(pool.wake_fd(), Duration::from_secs(2)),
+                    "round {round}: {results} of 100 results, the rest unannounced"
+                );
+                results += pool.try_results().len();
+                assert!(Instant::now() < deadline);
+            }
+        }
     }
 
     #[test]
