@@ -150,6 +150,7 @@ pub struct Recorded {
 pub struct Statements {
     pub installation: Installation,
     claim: Prepared,
+    webhooks: Prepared,
     claim_one: Prepared,
     record: Prepared,
     release: Prepared,
@@ -161,18 +162,17 @@ pub struct Statements {
     forget_expired_secrets: Prepared,
 }
 
-/// The columns of a claimed delivery (see `read_claimed`), with the status it had before.
-fn claim_returning(previous_status: &str) -> String {
-    format!(
-        "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
-         w.url, w.secret, \
-         CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END, \
-         w.signature_header, w.headers::text, \
-         (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
-            FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n)), \
-         {previous_status}, d.attempts - d.attempts_before_replay"
-    )
-}
+/// The columns of a claimed delivery (see `read_claimed_delivery`).
+const CLAIMED_DELIVERY: &str =
+    "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
+     d.attempts - d.attempts_before_replay";
+
+/// The columns of its webhook (see `read_webhook`).
+const WEBHOOK_CONFIG: &str = "w.url, w.secret, \
+     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END, \
+     w.signature_header, w.headers::text, \
+     (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
+        FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n))";
 
 impl Statements {
     pub fn new(installation: Installation) -> Statements {
@@ -182,9 +182,9 @@ impl Statements {
             // Per active webhook, up to its room of due rows ($3 for the webhooks in $2, $4 for
             // the others), oldest first: one slow
             // endpoint can never take every slot, and the cost does not grow with the backlog.
-            // The rows are picked by `id = ANY(ARRAY(...))`: one primary-key probe each, a plan
-            // that stays right whatever $1 is (a join here becomes a hash join over the whole
-            // table in a generic plan, which cannot know how small the batch is).
+            // The rows are picked by `id = ANY(ARRAY(...))` and nothing else: one primary-key
+            // probe each, a plan that stays right whatever the statistics say (joined to
+            // `webhook` here, a plan made on a nearly empty table walked a whole index to merge).
             claim: Prepared::new(&[INT8OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT8OID], format!(
                 "WITH known(webhook_id, room) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
                  room AS ( \
@@ -194,7 +194,6 @@ impl Statements {
                  UPDATE {s}.webhook_delivery d \
                     SET status = 'delivering', attempts = d.attempts + 1, \
                         lease_until = now() + $5::bigint * interval '1 millisecond', updated_at = now() \
-                   FROM {s}.webhook w \
                   WHERE d.id = ANY (ARRAY( \
                           SELECT due.id FROM room r \
                            CROSS JOIN LATERAL ( \
@@ -204,9 +203,13 @@ impl Statements {
                               ORDER BY d.next_attempt_at LIMIT r.room \
                               FOR UPDATE SKIP LOCKED) due \
                            LIMIT $1)) \
-                    AND w.id = d.webhook_id \
                  RETURNING {}",
-                claim_returning("'pending'::text")
+                CLAIMED_DELIVERY
+            )),
+            // The claimed deliveries' webhooks, once each.
+            webhooks: Prepared::new(&[INT8ARRAYOID], format!(
+                "SELECT w.id, {} FROM {s}.webhook w WHERE w.id = ANY ($1::bigint[])",
+                WEBHOOK_CONFIG
             )),
             // A row locked by someone else, or already in flight, is not claimed: the caller
             // reports it as in use.
@@ -219,8 +222,7 @@ impl Statements {
                         lease_until = now() + $2::bigint * interval '1 millisecond', updated_at = now() \
                    FROM p, {s}.webhook w \
                   WHERE d.id = p.id AND w.id = d.webhook_id \
-                 RETURNING {}",
-                claim_returning("p.previous_status")
+                 RETURNING {CLAIMED_DELIVERY}, {WEBHOOK_CONFIG}, p.previous_status"
             )),
             // `d.id = ANY($1)` keeps a primary-key probe per row even when the statistics
             // still say the table is nearly empty (a burst after a quiet period).
@@ -359,7 +361,31 @@ impl Statements {
                 lease_ms.into(),
             ],
         )?;
-        rows.map(|row| read_claimed(&row)).collect()
+        let deliveries = rows
+            .map(|row| read_claimed_delivery(&row))
+            .collect::<spi::Result<Vec<_>>>()?;
+        if deliveries.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut ids: Vec<i64> = deliveries.iter().map(|d| d.webhook_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut webhooks = std::collections::HashMap::with_capacity(ids.len());
+        for row in self.webhooks.run_readonly(client, &[ids.into()])? {
+            let id = row.get::<i64>(1)?.unwrap_or_default();
+            webhooks.insert(id, read_webhook(&row, 2)?);
+        }
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                // A webhook deleted since the claim took its deliveries with it.
+                let webhook = webhooks.get(&delivery.webhook_id)?;
+                Some(Claimed {
+                    previous_status: "pending".to_string(),
+                    ..delivery.with(webhook)
+                })
+            })
+            .collect())
     }
 
     /// Hand back claims that were never attempted: (delivery id, the claim's attempt).
@@ -383,9 +409,14 @@ impl Statements {
         let rows = self
             .claim_one
             .run(client, &[delivery_id.into(), lease_ms.into()])?;
-        let mut claimed = rows
-            .map(|row| read_claimed(&row))
-            .collect::<spi::Result<Vec<_>>>()?;
+        let mut claimed = Vec::new();
+        for row in rows {
+            let webhook = read_webhook(&row, 8)?;
+            claimed.push(Claimed {
+                previous_status: row.get::<String>(14)?.unwrap_or_default(),
+                ..read_claimed_delivery(&row)?.with(&webhook)
+            });
+        }
         Ok(claimed.pop())
     }
 
@@ -488,21 +519,70 @@ impl Statements {
     }
 }
 
-fn read_claimed(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Claimed> {
-    Ok(Claimed {
+/// A claimed delivery's own columns (CLAIMED_DELIVERY), before its webhook's are added.
+struct ClaimedDelivery {
+    delivery_id: i64,
+    webhook_id: i64,
+    event_id: String,
+    event: String,
+    body: String,
+    attempt: i32,
+    schedule_position: i32,
+}
+
+/// A webhook's columns (WEBHOOK_CONFIG).
+struct WebhookConfig {
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    signature_header: String,
+    headers_json: String,
+    schedule_ms: Option<Vec<i64>>,
+}
+
+impl ClaimedDelivery {
+    fn with(self, webhook: &WebhookConfig) -> Claimed {
+        Claimed {
+            delivery_id: self.delivery_id,
+            webhook_id: self.webhook_id,
+            event_id: self.event_id,
+            event: self.event,
+            body: self.body,
+            attempt: self.attempt,
+            schedule_position: self.schedule_position,
+            url: webhook.url.clone(),
+            secret: webhook.secret.clone(),
+            previous_secret: webhook.previous_secret.clone(),
+            signature_header: webhook.signature_header.clone(),
+            headers_json: webhook.headers_json.clone(),
+            schedule_ms: webhook.schedule_ms.clone(),
+            previous_status: String::new(),
+        }
+    }
+}
+
+fn read_claimed_delivery(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
         delivery_id: row.get::<i64>(1)?.unwrap_or_default(),
         webhook_id: row.get::<i64>(2)?.unwrap_or_default(),
         event_id: row.get::<String>(3)?.unwrap_or_default(),
         event: row.get::<String>(4)?.unwrap_or_default(),
         body: row.get::<String>(5)?.unwrap_or_default(),
         attempt: row.get::<i32>(6)?.unwrap_or_default(),
-        url: row.get::<String>(7)?.unwrap_or_default(),
-        secret: row.get::<String>(8)?.unwrap_or_default(),
-        previous_secret: row.get::<String>(9)?,
-        signature_header: row.get::<String>(10)?.unwrap_or_default(),
-        headers_json: row.get::<String>(11)?.unwrap_or_else(|| "{}".to_string()),
-        schedule_ms: row.get::<Vec<i64>>(12)?,
-        previous_status: row.get::<String>(13)?.unwrap_or_default(),
-        schedule_position: row.get::<i32>(14)?.unwrap_or_default(),
+        schedule_position: row.get::<i32>(7)?.unwrap_or_default(),
+    })
+}
+
+/// The WEBHOOK_CONFIG columns, from column `first` on.
+fn read_webhook(row: &spi::SpiHeapTupleData<'_>, first: usize) -> spi::Result<WebhookConfig> {
+    Ok(WebhookConfig {
+        url: row.get::<String>(first)?.unwrap_or_default(),
+        secret: row.get::<String>(first + 1)?.unwrap_or_default(),
+        previous_secret: row.get::<String>(first + 2)?,
+        signature_header: row.get::<String>(first + 3)?.unwrap_or_default(),
+        headers_json: row
+            .get::<String>(first + 4)?
+            .unwrap_or_else(|| "{}".to_string()),
+        schedule_ms: row.get::<Vec<i64>>(first + 5)?,
     })
 }

@@ -153,9 +153,10 @@ pub fn register_worker() {
             ..Default::default()
         };
     }
-    WORKER_DATABASE
-        .get()
-        .store(u32::from(unsafe { pg_sys::MyDatabaseId }), Ordering::Release);
+    WORKER_DATABASE.get().store(
+        u32::from(unsafe { pg_sys::MyDatabaseId }),
+        Ordering::Release,
+    );
     WORKER_LATCH
         .get()
         .store(unsafe { pg_sys::MyLatch } as usize, Ordering::Release);

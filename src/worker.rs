@@ -28,8 +28,9 @@ const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Under load, wait up to this long for up to this many results before recording them.
 const COALESCE_WAIT: Duration = Duration::from_millis(2);
 const COALESCE_BATCH: usize = 256;
-/// The shortest time between two rounds (record, claim): a round per commit would cost the
-/// worker a transaction per event when events come one per transaction.
+/// The shortest time between two rounds (record, claim): under a stream of small commits a
+/// round per commit would cost the worker a transaction per event, and take the CPU the
+/// application's own transactions need. A commit after a quiet spell is claimed at once.
 const ROUND_SPACING: Duration = Duration::from_millis(1);
 /// Most deliveries claimed in one transaction, and held claimed at once.
 const MAX_CLAIM_BATCH: usize = 1_000;

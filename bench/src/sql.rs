@@ -55,7 +55,9 @@ fn session_settings(worker: &str) -> Vec<(String, String)> {
     let mut rest = worker;
     while let Some(at) = rest.find("(c\"") {
         rest = &rest[at + 3..];
-        let Some((name, after)) = rest.split_once('"') else { break };
+        let Some((name, after)) = rest.split_once('"') else {
+            break;
+        };
         let Some(value) = after.strip_prefix(", c\"").and_then(|v| v.split_once('"')) else {
             continue;
         };
