@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use webhook_delivery::http::Client;
-use webhook_delivery::pool::{Job, JobResult, Outgoing, Pool};
+use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pool};
 
 use crate::attempt;
 use crate::settings;
@@ -32,6 +32,8 @@ const COALESCE_BATCH: usize = 256;
 /// round per commit would cost the worker a transaction per event, and take the CPU the
 /// application's own transactions need. A commit after a quiet spell is claimed at once.
 const ROUND_SPACING: Duration = Duration::from_millis(1);
+/// How stale an endpoint's last success time may get while it keeps succeeding.
+const HEALTH_REFRESH: Duration = Duration::from_secs(1);
 /// Most deliveries claimed in one transaction, and held claimed at once.
 const MAX_CLAIM_BATCH: usize = 1_000;
 const MAX_OUTSTANDING: usize = 2_048;
@@ -137,8 +139,8 @@ struct Endpoint {
     outstanding: usize,
     /// Moving average of its attempts' durations; None until one finished.
     average_ms: Option<f64>,
-    /// Its running cap is reduced: its attempts take about as long as the timeout.
-    slow: bool,
+    /// When a batch of successes only (failure streak at 0) was last written to its health.
+    clean_health_written_at: Option<Instant>,
 }
 
 impl Worker {
@@ -199,14 +201,7 @@ impl Worker {
         self.timeout = settings::timeout();
         self.schedule = settings::retry_schedule();
         self.pool.grow(self.concurrency);
-        self.pool
-            .set_caps(self.concurrency, running_cap(self.concurrency));
-        for (&webhook_id, endpoint) in &self.endpoints {
-            self.pool.set_key_cap(
-                webhook_id,
-                endpoint.slow.then(|| slow_cap(self.concurrency)),
-            );
-        }
+        self.pool.set_caps(caps(self.concurrency, self.timeout));
         self.pool
             .set_client(Client::new(settings::limits(), settings::network_policy()));
         wake::publish_settings(&settings::effective_json());
@@ -258,7 +253,7 @@ impl Worker {
             }
         }
         let finished = records.len() as u64;
-        let health = attempt::health_deltas(&records);
+        let health = self.health_to_write(attempt::health_deltas(&records));
         let disable_after = settings::disable_after_failures();
 
         let maintenance_due = self
@@ -274,11 +269,16 @@ impl Worker {
             // Nothing to claim: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
-        let default_room = self.depth(None) as i32;
+        let default_room = self.depth(None, None) as i32;
         let rooms: Vec<(i64, i32)> = self
             .endpoints
             .iter()
-            .map(|(&id, e)| (id, self.depth(Some(e)) as i32 - e.outstanding as i32))
+            .map(|(&id, e)| {
+                (
+                    id,
+                    self.depth(Some(id), Some(e)) as i32 - e.outstanding as i32,
+                )
+            })
             .collect();
         let lease = settings::lease();
         let lease_ms = lease.as_millis() as i64;
@@ -379,9 +379,8 @@ impl Worker {
                 }
                 if maintenance_due {
                     self.last_maintenance = Some(Instant::now());
-                    // Forget idle endpoints (deleted webhooks among them); a slow one stays
-                    // known, with its reduced cap.
-                    self.endpoints.retain(|_, e| e.outstanding > 0 || e.slow);
+                    // Forget idle endpoints (deleted webhooks among them).
+                    self.endpoints.retain(|_, e| e.outstanding > 0);
                 }
                 if purge_due {
                     self.purge_behind = claimed.purged >= PURGE_BATCH as u64;
@@ -470,31 +469,51 @@ impl Worker {
         self.pool.submit_all(jobs);
     }
 
-    /// Learn from an attempt how the endpoint is doing. One whose attempts take about as long
-    /// as the timeout (hanging, or failing slowly) keeps only a small share of the threads,
-    /// so a few such endpoints can never hold them all.
+    /// The health changes worth a write. An endpoint that keeps succeeding moves nothing but
+    /// its last success time: that is written at most every HEALTH_REFRESH, not every round
+    /// (each write also locks the webhook row for the foreign key, as every application
+    /// transaction queueing an event for it does).
+    fn health_to_write(
+        &mut self,
+        deltas: Vec<webhook_delivery::health::HealthDelta>,
+    ) -> Vec<webhook_delivery::health::HealthDelta> {
+        let now = Instant::now();
+        deltas
+            .into_iter()
+            .filter(|delta| {
+                let endpoint = self.endpoints.entry(delta.webhook_id).or_default();
+                let clean = delta.succeeded && !delta.failed && delta.failures == 0;
+                if !clean {
+                    endpoint.clean_health_written_at = None;
+                    return true;
+                }
+                match endpoint.clean_health_written_at {
+                    Some(at) if now.duration_since(at) < HEALTH_REFRESH => false,
+                    _ => {
+                        endpoint.clean_health_written_at = Some(now);
+                        true
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Learn from an attempt how fast the endpoint answers.
     fn observe(&mut self, webhook_id: i64, outcome: &webhook_delivery::http::Outcome) {
         let endpoint = self.endpoints.entry(webhook_id).or_default();
         let ms = outcome.duration.as_secs_f64() * 1000.0;
-        let average = match endpoint.average_ms {
+        endpoint.average_ms = Some(match endpoint.average_ms {
             Some(average) => average + (ms - average) * PACE_SMOOTHING,
             None => ms,
-        };
-        endpoint.average_ms = Some(average);
-        let slow = average * 2.0 >= self.timeout.as_secs_f64() * 1000.0;
-        if slow != endpoint.slow {
-            endpoint.slow = slow;
-            self.pool
-                .set_key_cap(webhook_id, slow.then(|| slow_cap(self.concurrency)));
-        }
+        });
     }
 
     /// How many deliveries of an endpoint to hold claimed at once: enough that its threads
     /// never wait for the next claim, few enough that the last one starts within
     /// QUEUE_HORIZON (and always within its lease). Unknown endpoints start at two rounds.
-    fn depth(&self, endpoint: Option<&Endpoint>) -> usize {
-        let cap = match endpoint {
-            Some(e) if e.slow => slow_cap(self.concurrency),
+    fn depth(&self, webhook_id: Option<i64>, endpoint: Option<&Endpoint>) -> usize {
+        let cap = match webhook_id {
+            Some(id) if self.pool.is_slow(id) => slow_cap(self.concurrency),
             _ => running_cap(self.concurrency),
         };
         let rounds = match endpoint.and_then(|e| e.average_ms) {
@@ -511,7 +530,7 @@ impl Worker {
         self.statements = None;
         // Ids start over in a new installation: nothing learnt about the old endpoints holds.
         self.endpoints.clear();
-        self.pool.clear_key_caps();
+        self.pool.forget_keys();
         if self.in_flight.is_empty() && self.local_results.is_empty() {
             return;
         }
@@ -532,9 +551,21 @@ impl Worker {
 fn new_pool(concurrency: usize) -> std::io::Result<Pool> {
     Pool::new(
         concurrency,
-        running_cap(concurrency),
+        caps(concurrency, settings::timeout()),
         Client::new(settings::limits(), settings::network_policy()),
     )
+}
+
+/// One endpoint may use half the threads; one whose attempts take half the timeout or more
+/// on average (hanging, or answering at the limit) an eighth, so a few such endpoints can
+/// never hold them all.
+fn caps(concurrency: usize, timeout: Duration) -> Caps {
+    Caps {
+        total: concurrency,
+        per_key: running_cap(concurrency),
+        slow_after: timeout / 2,
+        per_slow_key: slow_cap(concurrency),
+    }
 }
 
 /// One endpoint may use at most half the threads, so a slow one leaves room for the rest.

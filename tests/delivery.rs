@@ -570,3 +570,80 @@ fn secret_rotation_signs_with_both_secrets_during_grace() {
         r.header("X-Webhook-Signature").unwrap()
     ));
 }
+
+#[test]
+fn receivers_that_hang_keep_one_thread_each_and_leave_the_rest_to_a_fast_one() {
+    // 8 threads, half of them per endpoint at most, an eighth (1) once an endpoint's attempts
+    // take about the timeout: two hanging receivers would otherwise hold all eight.
+    let cluster = Cluster::start("hangcap", "webhook.concurrency = 8\nwebhook.timeout = '1s'");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let hanging = [Receiver::always(Reply::Hang), Receiver::always(Reply::Hang)];
+    let fast = Receiver::always(Reply::ok());
+    let mut hanging_ids = Vec::new();
+    for (n, receiver) in hanging.iter().enumerate() {
+        let id: i64 = db
+            .query_one(
+                "SELECT id FROM webhook_create($1, 'k', ARRAY[$2])",
+                &[&receiver.url(), &format!("hang{n}.x")],
+            )
+            .unwrap()
+            .get(0);
+        db.execute(
+            "UPDATE webhook SET retry_schedule = '{0s}' WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+        db.execute(
+            "SELECT webhook_emit($1, jsonb_build_object('n', g)) FROM generate_series(1, 12) g",
+            &[&format!("hang{n}.x")],
+        )
+        .unwrap();
+        hanging_ids.push(id);
+    }
+    db.execute("SELECT webhook_create($1, 'k', '{fast.*}')", &[&fast.url()])
+        .unwrap();
+
+    // Once each hanging endpoint has had three rounds of attempts time out...
+    for id in &hanging_ids {
+        wait_until(
+            "three rounds of timeouts per hanging receiver",
+            DEADLINE,
+            || {
+                (query_i64(
+                &mut db,
+                &format!(
+                    "SELECT count(*) FROM webhook_attempt a JOIN webhook_delivery d ON d.id = a.delivery_id \
+                      WHERE d.webhook_id = {id} AND a.error LIKE '%timed out%'"
+                ),
+            ) >= 6)
+                .then_some(())
+            },
+        );
+    }
+    // ... a fast receiver is served at once, with both still hanging,
+    db.execute(
+        "SELECT webhook_emit('fast.x', jsonb_build_object('n', g)) FROM generate_series(1, 20) g",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(fast.wait_for(20, DEADLINE).len(), 20);
+    // and after its first round (4 at once), no hanging endpoint ran two attempts at a time.
+    for id in &hanging_ids {
+        let overlapping = query_i64(
+            &mut db,
+            &format!(
+                "WITH a AS ( \
+                   SELECT a.started_at AS s, a.started_at + a.duration_ms * interval '1 ms' AS e \
+                     FROM webhook_attempt a JOIN webhook_delivery d ON d.id = a.delivery_id \
+                    WHERE d.webhook_id = {id}), \
+                 later AS (SELECT * FROM a WHERE s >= (SELECT min(e) FROM a)) \
+                 SELECT count(*) FROM later x JOIN later y ON x.s < y.s AND y.s < x.e - interval '100 ms'"
+            ),
+        );
+        assert_eq!(
+            overlapping, 0,
+            "webhook {id} ran attempts side by side after it hung"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::fair::FairQueue;
 use crate::http::{Client, Outcome, OutcomeKind, Request};
@@ -53,24 +53,52 @@ pub struct JobResult {
     pub outcome: Option<Outcome>,
 }
 
+/// How many jobs may run at once: in all, per key, and per slow key.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub total: usize,
+    pub per_key: usize,
+    /// A key whose attempts take at least `slow_after` on average (a receiver that hangs,
+    /// or answers at the timeout) runs at most `per_slow_key` at once, so that a few such
+    /// keys can never hold every thread.
+    pub slow_after: Duration,
+    pub per_slow_key: usize,
+}
+
+/// How fast a key's average attempt duration follows its latest attempts.
+const PACE_SMOOTHING: f64 = 0.2;
+
 /// The queue the threads take their jobs from, and its caps.
 struct Dispatch {
     queue: FairQueue<Job>,
-    total_cap: usize,
-    default_key_cap: usize,
-    /// Keys with a cap other than the default (e.g. a receiver that stopped answering).
-    key_caps: HashMap<i64, usize>,
+    caps: Caps,
+    /// Average attempt duration per key (milliseconds), moved by every finished attempt.
+    pace: HashMap<i64, f64>,
     closed: bool,
 }
 
 impl Dispatch {
     fn start_next(&mut self) -> Option<Job> {
-        let (caps, default) = (&self.key_caps, self.default_key_cap);
+        let (caps, pace) = (self.caps, &self.pace);
+        let slow_ms = caps.slow_after.as_secs_f64() * 1000.0;
         self.queue
-            .start_next_capped(self.total_cap, |key| {
-                caps.get(&key).copied().unwrap_or(default)
+            .start_next_capped(caps.total, |key| match pace.get(&key) {
+                Some(&ms) if ms >= slow_ms => caps.per_slow_key,
+                _ => caps.per_key,
             })
             .map(|(_, job)| job)
+    }
+
+    /// A job of `key` finished after `duration` (None: it was not started).
+    fn finished(&mut self, key: i64, duration: Option<Duration>) {
+        self.queue.finished(key);
+        if let Some(duration) = duration {
+            let ms = duration.as_secs_f64() * 1000.0;
+            self.pace
+                .entry(key)
+                .and_modify(|average| *average += (ms - *average) * PACE_SMOOTHING)
+                .or_insert(ms);
+        }
     }
 }
 
@@ -101,9 +129,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `threads` threads (at least one); at most `threads` jobs run at once, at most
-    /// `per_key_cap` of one key.
-    pub fn new(threads: usize, per_key_cap: usize, client: Client) -> io::Result<Pool> {
+    /// Starts `threads` threads (at least one); `caps` say how many jobs run at once.
+    pub fn new(threads: usize, caps: Caps, client: Client) -> io::Result<Pool> {
         let (wake, wake_writer) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         // Never block a worker on a full socket: a full buffer is already a pending wake-up.
@@ -113,9 +140,8 @@ impl Pool {
             shared: Arc::new(Shared {
                 dispatch: Mutex::new(Dispatch {
                     queue: FairQueue::default(),
-                    total_cap: threads,
-                    default_key_cap: per_key_cap.max(1),
-                    key_caps: HashMap::new(),
+                    caps: Caps::checked(caps),
+                    pace: HashMap::new(),
                     closed: false,
                 }),
                 job_ready: Condvar::new(),
@@ -156,33 +182,23 @@ impl Pool {
         }
     }
 
-    /// At most `total` jobs run at once (never more than the threads), at most `per_key` of one
-    /// key unless [`Pool::set_key_cap`] says otherwise.
-    pub fn set_caps(&self, total: usize, per_key: usize) {
-        let mut dispatch = lock(&self.shared.dispatch);
-        dispatch.total_cap = total.max(1);
-        dispatch.default_key_cap = per_key.max(1);
-        drop(dispatch);
+    /// New caps (after a settings reload).
+    pub fn set_caps(&self, caps: Caps) {
+        lock(&self.shared.dispatch).caps = Caps::checked(caps);
         self.shared.job_ready.notify_all();
     }
 
-    /// A cap of its own for `key` (None: the default again).
-    pub fn set_key_cap(&self, key: i64, cap: Option<usize>) {
-        let mut dispatch = lock(&self.shared.dispatch);
-        let changed = match cap {
-            Some(cap) => dispatch.key_caps.insert(key, cap.max(1)) != Some(cap.max(1)),
-            None => dispatch.key_caps.remove(&key).is_some(),
-        };
-        drop(dispatch);
-        if changed {
-            self.shared.job_ready.notify_all();
-        }
+    /// Forget what was learnt about the keys' pace (their ids now mean other endpoints).
+    pub fn forget_keys(&self) {
+        lock(&self.shared.dispatch).pace.clear();
+        self.shared.job_ready.notify_all();
     }
 
-    /// Every key back to the default cap.
-    pub fn clear_key_caps(&self) {
-        lock(&self.shared.dispatch).key_caps.clear();
-        self.shared.job_ready.notify_all();
+    /// Whether `key` runs under the slow cap now.
+    pub fn is_slow(&self, key: i64) -> bool {
+        let dispatch = lock(&self.shared.dispatch);
+        let slow_ms = dispatch.caps.slow_after.as_secs_f64() * 1000.0;
+        dispatch.pace.get(&key).is_some_and(|&ms| ms >= slow_ms)
     }
 
     /// The results that are ready, without waiting.
@@ -264,13 +280,26 @@ impl Drop for Pool {
     }
 }
 
+impl Caps {
+    fn checked(caps: Caps) -> Caps {
+        Caps {
+            total: caps.total.max(1),
+            per_key: caps.per_key.max(1),
+            slow_after: caps.slow_after,
+            per_slow_key: caps.per_slow_key.max(1),
+        }
+    }
+}
+
 fn work(shared: &Shared) {
-    let mut finished_key = None;
+    let mut finished = None;
     loop {
         let job = {
             let mut dispatch = lock(&shared.dispatch);
-            if let Some(key) = finished_key.take() {
-                dispatch.queue.finished(key);
+            // The finished attempt's pace counts before this thread takes its next job: a
+            // key that just turned slow gets no more than its slow cap from here on.
+            if let Some((key, duration)) = finished.take() {
+                dispatch.finished(key, duration);
             }
             loop {
                 if dispatch.closed {
@@ -287,8 +316,9 @@ fn work(shared: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        finished_key = Some(job.key);
+        let key = job.key;
         let result = attempt(shared, job);
+        finished = Some((key, result.outcome.as_ref().map(|o| o.duration)));
         lock(&shared.results).push(result);
         if !shared.wake_pending.swap(true, Ordering::SeqCst) {
             // WouldBlock means the socket is full of unread wake-ups already: nothing to add.
@@ -431,6 +461,16 @@ mod tests {
         }
     }
 
+    /// No key is ever slow enough to be capped further.
+    fn caps(total: usize, per_key: usize) -> Caps {
+        Caps {
+            total,
+            per_key,
+            slow_after: Duration::from_secs(3600),
+            per_slow_key: 1,
+        }
+    }
+
     fn outcome(result: &JobResult) -> &Outcome {
         result.outcome.as_ref().expect("the job was started")
     }
@@ -468,7 +508,7 @@ mod tests {
     #[test]
     fn every_job_comes_back() {
         let server = echo_server();
-        let pool = Pool::new(4, 4, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(4, caps(4, 4), client("127.0.0.1/32")).unwrap();
         assert_eq!(pool.threads(), 4);
         for id in 0..40 {
             pool.submit(job(id, server.url("/")));
@@ -495,7 +535,7 @@ mod tests {
         // Results keep arriving while the caller drains: each must be announced, or a caller
         // that waits on the descriptor (as the worker does) would sit on it.
         let server = echo_server();
-        let pool = Pool::new(8, 8, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(8, caps(8, 8), client("127.0.0.1/32")).unwrap();
         for round in 0..30 {
             pool.submit_all((0..100).map(|i| job(round * 100 + i, server.url("/"))));
             let deadline = Instant::now() + DEADLINE;
@@ -514,7 +554,7 @@ mod tests {
     #[test]
     fn wake_fd_signals_results_and_is_drained() {
         let server = echo_server();
-        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(1, caps(1, 1), client("127.0.0.1/32")).unwrap();
         assert!(!readable(pool.wake_fd(), Duration::ZERO));
         pool.submit(job(7, server.url("/")));
         assert_eq!(pool.in_flight(), 1);
@@ -529,7 +569,7 @@ mod tests {
     #[test]
     fn set_client_applies_to_later_jobs() {
         let server = echo_server();
-        let pool = Pool::new(2, 2, client("")).unwrap();
+        let pool = Pool::new(2, caps(2, 2), client("")).unwrap();
         pool.submit(job(1, server.url("/")));
         let refused = collect(&pool, 1);
         assert_eq!(outcome(&refused[0]).kind, OutcomeKind::PolicyRefused);
@@ -579,7 +619,7 @@ mod tests {
                 .to_string()
         };
         let before = caller();
-        let pool = Pool::new(2, 2, client("")).unwrap();
+        let pool = Pool::new(2, caps(2, 2), client("")).unwrap();
         pool.grow(3);
         // A thread takes its name once it runs.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -605,13 +645,13 @@ mod tests {
 
     #[test]
     fn grow_only_adds() {
-        let pool = Pool::new(2, 2, client("")).unwrap();
+        let pool = Pool::new(2, caps(2, 2), client("")).unwrap();
         assert_eq!(pool.threads(), 2);
         pool.grow(5);
         assert_eq!(pool.threads(), 5);
         pool.grow(3);
         assert_eq!(pool.threads(), 5);
-        assert_eq!(Pool::new(0, 0, client("")).unwrap().threads(), 1);
+        assert_eq!(Pool::new(0, caps(0, 0), client("")).unwrap().threads(), 1);
     }
 
     #[test]
@@ -620,7 +660,7 @@ mod tests {
             let _ = stream.read(&mut [0]);
         });
         let fast = echo_server();
-        let pool = Pool::new(2, 2, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(2, caps(2, 2), client("127.0.0.1/32")).unwrap();
         pool.submit(job(1, silent.url("/")));
         pool.submit(job(2, fast.url("/")));
         let results = collect(&pool, 1);
@@ -629,29 +669,52 @@ mod tests {
     }
 
     #[test]
-    fn a_key_never_runs_more_than_its_cap() {
+    fn a_key_whose_attempts_hang_runs_one_at_a_time_and_leaves_the_rest() {
         let silent = TestServer::http(|_, stream| {
             let _ = stream.read(&mut [0]);
         });
         let fast = echo_server();
-        // Four threads, two per key by default, one for the hanging key 1.
-        let pool = Pool::new(4, 2, client("127.0.0.1/32")).unwrap();
-        pool.set_key_cap(1, Some(1));
-        pool.submit_all((1..=3).map(|id| keyed_job(id, 1, silent.url("/"))));
+        let client = Client::new(
+            Limits {
+                timeout: Duration::from_millis(300),
+                max_response_bytes: 1024,
+            },
+            NetworkPolicy::parse("127.0.0.1/32").unwrap(),
+        );
+        // Four threads, two per key; a key whose attempts average 150 ms or more gets one.
+        let caps = Caps {
+            total: 4,
+            per_key: 2,
+            slow_after: Duration::from_millis(150),
+            per_slow_key: 1,
+        };
+        let pool = Pool::new(4, caps, client).unwrap();
+        pool.submit_all((1..=6).map(|id| keyed_job(id, 1, silent.url("/"))));
+        let hung = collect(&pool, 4);
+        assert!(pool.is_slow(1));
+        assert!(!pool.is_slow(2));
+        // The fast key gets the threads the hanging one no longer may take.
         pool.submit_all((10..20).map(|id| keyed_job(id, 2, fast.url("/"))));
-        let results = collect(&pool, 10);
-        let mut ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
-        ids.sort();
-        assert_eq!(ids, (10..20).collect::<Vec<_>>());
-        assert_eq!(pool.in_flight(), 3);
-        assert_eq!(pool.waiting(), 2, "key 1 runs one job, the other two wait");
-        // Raising the key's cap lets one more start at once.
-        pool.set_key_cap(1, None);
-        let deadline = Instant::now() + DEADLINE;
-        while pool.waiting() != 1 {
-            assert!(Instant::now() < deadline, "no second job of key 1 started");
-            std::thread::sleep(Duration::from_millis(2));
+        let mut rest = collect(&pool, 12);
+        rest.extend(hung);
+        let mut attempts: Vec<(SystemTime, SystemTime)> = rest
+            .iter()
+            .filter(|r| r.key == 1)
+            .map(|r| (r.started_at, r.started_at + outcome(r).duration))
+            .collect();
+        assert_eq!(attempts.len(), 6);
+        attempts.sort();
+        // The first two ran side by side (two per key); once they had timed out, the rest
+        // ran one after another.
+        let overlap = Duration::from_millis(100);
+        for pair in attempts[2..].windows(2) {
+            assert!(
+                pair[1].0 + overlap >= pair[0].1,
+                "two attempts of the hanging key ran at once: {pair:?}"
+            );
         }
+        let fast_results = rest.iter().filter(|r| r.key == 2).count();
+        assert_eq!(fast_results, 10);
     }
 
     #[test]
@@ -659,7 +722,7 @@ mod tests {
         let server = TestServer::http(|_, stream| {
             let _ = stream.write_all(&response("200 OK", &[], b""));
         });
-        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(1, caps(1, 1), client("127.0.0.1/32")).unwrap();
         let mut late = job(1, server.url("/"));
         late.start_by = Some(Instant::now() - Duration::from_millis(1));
         pool.submit(late);
@@ -683,7 +746,7 @@ mod tests {
             let body = format!("{timestamp} {signature}");
             let _ = stream.write_all(&response("200 OK", &[], body.as_bytes()));
         });
-        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(1, caps(1, 1), client("127.0.0.1/32")).unwrap();
         let message = OwnedMessage {
             webhook_id: 3,
             delivery_id: 4,
@@ -724,7 +787,7 @@ mod tests {
         let silent = TestServer::http(|_, stream| {
             let _ = stream.read(&mut [0]);
         });
-        let pool = Pool::new(1, 1, client("127.0.0.1/32")).unwrap();
+        let pool = Pool::new(1, caps(1, 1), client("127.0.0.1/32")).unwrap();
         pool.submit(job(1, silent.url("/")));
         pool.submit(job(2, silent.url("/")));
         let started = Instant::now();
