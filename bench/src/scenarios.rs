@@ -1337,8 +1337,9 @@ impl Bench {
              worker is restarted (so that it plans its statements on this queue, as after any \
              restart, or after autovacuum has analyzed a big queue) and the webhook activated. \
              **Claim cost** = the worker's own claim statement as pg_stat_statements sees it \
-             during the first {} deliveries of the drain (mean planning + execution time per \
-             call; each call claims what the endpoint has room for, a few hundred rows). \
+             during the first {} deliveries of the drain: mean planning + execution time per \
+             call divided by the rows it claimed (each call claims what the endpoint has room \
+             for, a few hundred rows, not the same number at every size). \
              **Drain rate** = deliveries/s at the receiver while the \
              backlog is above half its size (at most {:?}). Below them, the same claim timed \
              without the worker, in a database it does not serve: the statement read from \
@@ -1357,28 +1358,32 @@ impl Bench {
         }
         let (d_size, (d_rate, _, d_claim)) = drains[0].clone();
         let largest = drains.last().map(|d| d.0).unwrap_or(0);
+        // One claim takes what the endpoint has room for (a few hundred rows, not the same
+        // number at every size): its cost is compared per claimed row.
+        let per_row = |c: &StatementStats| 1000.0 * c.ms_per_call / c.rows_per_call.max(1.0);
         for (size, (_, _, claim)) in &drains {
             let mut row = Row::compared(
                 format!(
-                    "worker's claim at {} pending (pg_stat_statements)",
+                    "worker's claim at {} pending, per claimed row (pg_stat_statements)",
                     thousands(*size as f64)
                 ),
                 format!(
-                    "{} per call ({:.1} rows per call)",
+                    "{:.1} µs per row ({} per call of {:.1} rows)",
+                    per_row(claim),
                     ms(claim.ms_per_call),
                     claim.rows_per_call
                 ),
                 format!(
-                    "{} at {}",
-                    ms(d_claim.ms_per_call),
+                    "{:.1} µs at {}",
+                    per_row(&d_claim),
                     thousands(d_size as f64)
                 ),
-                ratio(claim.ms_per_call, d_claim.ms_per_call),
+                ratio(per_row(claim), per_row(&d_claim)),
             );
             if *size == largest {
                 row = row.target(
                     "≤ 1.5× the smallest",
-                    claim.ms_per_call <= 1.5 * d_claim.ms_per_call,
+                    per_row(claim) <= 1.5 * per_row(&d_claim),
                 );
             }
             sec.rows.push(row);
