@@ -434,6 +434,43 @@ mod tests {
     // ---------------------------------------------------------------------------------
 
     #[pg_test]
+    fn the_worker_claims_with_its_webhook_and_hands_back_unsent_claims_uncounted() {
+        let webhook = create_webhook("https://example.com/claim", "{claim.*}");
+        run("SELECT webhook_emit('claim.x', jsonb_build_object('n', g)) FROM generate_series(1, 3) g");
+        let (delivery, attempt, url) = Spi::connect_mut(|client| {
+            let installation = crate::store::installation(client).unwrap().unwrap();
+            let statements = crate::store::Statements::new(installation);
+            // A webhook the worker knows gets the room it is given (1), not the default (16).
+            let claimed = statements
+                .claim(client, 10, &[(webhook, 1)], 16, 40_000)
+                .unwrap();
+            assert_eq!(claimed.len(), 1);
+            let claim = &claimed[0];
+            assert_eq!(claim.webhook_id, webhook);
+            statements
+                .release(client, &[(claim.delivery_id, claim.attempt)])
+                .unwrap();
+            (claim.delivery_id, claim.attempt, claim.url.clone())
+        });
+        assert_eq!(attempt, 1);
+        assert_eq!(url, "https://example.com/claim");
+        assert_eq!(
+            text(&format!(
+                "SELECT status || ' ' || attempts || ' ' || (lease_until IS NULL) \
+                   FROM webhook_delivery WHERE id = {delivery}"
+            )),
+            "pending 0 true"
+        );
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM webhook_delivery WHERE status = 'pending' AND attempts = 0"
+            ),
+            3
+        );
+        assert_eq!(count("SELECT count(*) FROM webhook_attempt"), 0);
+    }
+
+    #[pg_test]
     fn emit_queues_one_pending_delivery_per_matching_active_webhook() {
         let all = create_webhook("https://example.com/all", "{*}");
         let clientes = create_webhook("https://example.com/c", "{cliente.*}");
