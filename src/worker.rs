@@ -281,9 +281,15 @@ impl Worker {
             })
             .collect();
         let lease = settings::lease();
-        let lease_ms = lease.as_millis() as i64;
-        let first_run = self.last_maintenance.is_none();
-        let retention = settings::retention();
+        let plan = RoundPlan {
+            free,
+            default_room,
+            lease_ms: lease.as_millis() as i64,
+            maintenance_due,
+            first_run: self.last_maintenance.is_none(),
+            purge_due,
+            retention: settings::retention(),
+        };
         let known = self.statements.as_ref().map(|s| s.installation.clone());
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
@@ -300,18 +306,7 @@ impl Worker {
                         // A new installation: outcomes of the old one's rows are not ours to
                         // record (the caller forgets them).
                         let fresh = Statements::new(installation);
-                        let claimed = claim_and_maintain(
-                            client,
-                            &fresh,
-                            free,
-                            &[],
-                            default_room,
-                            lease_ms,
-                            maintenance_due,
-                            first_run,
-                            purge_due,
-                            retention,
-                        )?;
+                        let claimed = plan.claim_and_maintain(client, &fresh, &[])?;
                         return Ok(ClaimRound::Claimed {
                             statements: Some(fresh),
                             recorded: false,
@@ -323,18 +318,7 @@ impl Worker {
                 s.release(client, &released)?;
                 s.disable(client, &disable)?;
                 s.update_health(client, &health, disable_after)?;
-                let claimed = claim_and_maintain(
-                    client,
-                    s,
-                    free,
-                    &rooms,
-                    default_room,
-                    lease_ms,
-                    maintenance_due,
-                    first_run,
-                    purge_due,
-                    retention,
-                )?;
+                let claimed = plan.claim_and_maintain(client, s, &rooms)?;
                 Ok(ClaimRound::Claimed {
                     statements,
                     recorded: true,
@@ -586,43 +570,58 @@ struct Claims {
     purged: u64,
 }
 
-/// The maintenance that is due, then the claim, in the caller's transaction.
-#[allow(clippy::too_many_arguments)]
-fn claim_and_maintain(
-    client: &mut pgrx::spi::SpiClient<'_>,
-    s: &Statements,
+/// What a round maintains and claims, decided before its transaction.
+struct RoundPlan {
+    /// Most deliveries to claim (0: none).
     free: usize,
-    rooms: &[(i64, i32)],
+    /// The room of a webhook the worker knows nothing about yet.
     default_room: i32,
     lease_ms: i64,
     maintenance_due: bool,
     first_run: bool,
     purge_due: bool,
     retention: Duration,
-) -> pgrx::spi::Result<Claims> {
-    let (mut requeued, mut purged) = (0, 0);
-    if maintenance_due {
-        requeued = s.requeue_expired(client, first_run)?;
-        s.forget_expired_secrets(client)?;
+}
+
+impl RoundPlan {
+    /// The maintenance that is due, then the claim (`rooms`: the known webhooks' room), in the
+    /// caller's transaction.
+    fn claim_and_maintain(
+        &self,
+        client: &mut pgrx::spi::SpiClient<'_>,
+        s: &Statements,
+        rooms: &[(i64, i32)],
+    ) -> pgrx::spi::Result<Claims> {
+        let (mut requeued, mut purged) = (0, 0);
+        if self.maintenance_due {
+            requeued = s.requeue_expired(client, self.first_run)?;
+            s.forget_expired_secrets(client)?;
+        }
+        if self.purge_due {
+            purged = s.purge(client, self.retention, PURGE_BATCH)?;
+        }
+        let deliveries = if self.free > 0 {
+            s.claim(
+                client,
+                self.free as i64,
+                rooms,
+                self.default_room,
+                self.lease_ms,
+            )?
+        } else {
+            vec![]
+        };
+        // Only a round that took everything it could see may sleep: then it needs to know
+        // when the next delivery is due.
+        let filled = self.free == 0 || deliveries.len() >= self.free;
+        let next_due = if filled { None } else { s.next_due_in(client)? };
+        Ok(Claims {
+            deliveries,
+            next_due,
+            requeued,
+            purged,
+        })
     }
-    if purge_due {
-        purged = s.purge(client, retention, PURGE_BATCH)?;
-    }
-    let deliveries = if free > 0 {
-        s.claim(client, free as i64, rooms, default_room, lease_ms)?
-    } else {
-        vec![]
-    };
-    // Only a round that took everything it could see may sleep: then it needs to know when
-    // the next delivery is due.
-    let filled = free == 0 || deliveries.len() >= free;
-    let next_due = if filled { None } else { s.next_due_in(client)? };
-    Ok(Claims {
-        deliveries,
-        next_due,
-        requeued,
-        purged,
-    })
 }
 
 // Lives for one loop iteration; boxing the big variant would buy nothing.
