@@ -158,7 +158,7 @@ fn render(
     );
     s.push_str(
         "```bash\n\
-         bash bench/run.sh           # release build + install of webhook_ext, every scenario, writes docs/BENCHMARKS.md (15-25 min)\n\
+         bash bench/run.sh           # release build + install of webhook_ext, every scenario, writes docs/BENCHMARKS.md (about 10 min, plus the first build)\n\
          bash bench/run.sh --quick   # every scenario with small sizes (~3 min once built), writes target/webhook-bench/BENCHMARKS.quick.md\n\
          ```\n\n\
          The command builds and installs the extension with `cargo pgrx install --release`, builds \
