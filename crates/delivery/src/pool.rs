@@ -171,8 +171,9 @@ impl Pool {
             dispatch.queue.push(job.key, job);
             count += 1;
         }
-        drop(dispatch);
+        // Counted before any thread can take one of them (and report it done).
         self.in_flight.fetch_add(count, Ordering::SeqCst);
+        drop(dispatch);
         if count >= self.threads() {
             self.shared.job_ready.notify_all();
         } else {
