@@ -107,8 +107,9 @@ impl InstallationLookup {
     }
 }
 
-/// A delivery claimed for one attempt, with everything needed to send it.
-#[derive(Debug, Clone)]
+/// A delivery claimed for one attempt, with everything needed to send it. Its Debug form
+/// leaves the secrets out.
+#[derive(Clone)]
 pub struct Claimed {
     pub delivery_id: i64,
     pub webhook_id: i64,
@@ -128,6 +129,23 @@ pub struct Claimed {
     pub schedule_ms: Option<Vec<i64>>,
     /// The delivery's status before this claim (used by manual retries).
     pub previous_status: String,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("delivery_id", &self.delivery_id)
+            .field("webhook_id", &self.webhook_id)
+            .field("event_id", &self.event_id)
+            .field("event", &self.event)
+            .field("attempt", &self.attempt)
+            .field("schedule_position", &self.schedule_position)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("signature_header", &self.signature_header)
+            .field("previous_status", &self.previous_status)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one attempt did and what the delivery becomes next.

@@ -40,8 +40,6 @@ const MAX_OUTSTANDING: usize = 2_048;
 /// Claim ahead for an endpoint what it gets through in this long, within these bounds.
 const QUEUE_HORIZON: Duration = Duration::from_millis(500);
 const MAX_DEPTH_PER_WEBHOOK: usize = 1_024;
-/// How fast an endpoint's average attempt duration follows its latest attempts.
-const PACE_SMOOTHING: f64 = 0.2;
 /// A claim starts at the latest this long before its attempt could outlive the lease.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
@@ -137,8 +135,6 @@ struct Worker {
 struct Endpoint {
     /// Claimed and not recorded yet.
     outstanding: usize,
-    /// Moving average of its attempts' durations; None until one finished.
-    average_ms: Option<f64>,
     /// When a batch of successes only (failure streak at 0) was last written to its health.
     clean_health_written_at: Option<Instant>,
 }
@@ -244,7 +240,6 @@ impl Worker {
                 released.push((claimed.delivery_id, claimed.attempt));
                 continue;
             };
-            self.observe(claimed.webhook_id, &outcome);
             let (recorded, disable_reason) =
                 attempt::record_for(&claimed, &outcome, result.started_at, false, &self.schedule);
             records.push(recorded);
@@ -269,16 +264,11 @@ impl Worker {
             // Nothing to claim: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
-        let default_room = self.depth(None, None) as i32;
+        let default_room = self.depth(None) as i32;
         let rooms: Vec<(i64, i32)> = self
             .endpoints
             .iter()
-            .map(|(&id, e)| {
-                (
-                    id,
-                    self.depth(Some(id), Some(e)) as i32 - e.outstanding as i32,
-                )
-            })
+            .map(|(&id, e)| (id, self.depth(Some(id)) as i32 - e.outstanding as i32))
             .collect();
         let lease = settings::lease();
         let plan = RoundPlan {
@@ -482,26 +472,18 @@ impl Worker {
             .collect()
     }
 
-    /// Learn from an attempt how fast the endpoint answers.
-    fn observe(&mut self, webhook_id: i64, outcome: &webhook_delivery::http::Outcome) {
-        let endpoint = self.endpoints.entry(webhook_id).or_default();
-        let ms = outcome.duration.as_secs_f64() * 1000.0;
-        endpoint.average_ms = Some(match endpoint.average_ms {
-            Some(average) => average + (ms - average) * PACE_SMOOTHING,
-            None => ms,
-        });
-    }
-
     /// How many deliveries of an endpoint to hold claimed at once: enough that its threads
     /// never wait for the next claim, few enough that the last one starts within
     /// QUEUE_HORIZON (and always within its lease). Unknown endpoints start at two rounds.
-    fn depth(&self, webhook_id: Option<i64>, endpoint: Option<&Endpoint>) -> usize {
-        let cap = match webhook_id {
-            Some(id) if self.pool.is_slow(id) => slow_cap(self.concurrency),
+    /// The pace is the pool's: its threads time every attempt.
+    fn depth(&self, webhook_id: Option<i64>) -> usize {
+        let pace = webhook_id.and_then(|id| self.pool.pace(id));
+        let cap = match pace {
+            Some(pace) if pace.slow => slow_cap(self.concurrency),
             _ => running_cap(self.concurrency),
         };
-        let rounds = match endpoint.and_then(|e| e.average_ms) {
-            Some(ms) => QUEUE_HORIZON.as_secs_f64() * 1000.0 / ms.max(0.01),
+        let rounds = match pace {
+            Some(pace) => QUEUE_HORIZON.as_secs_f64() / pace.average.as_secs_f64().max(1e-5),
             None => 1.0,
         };
         ((cap as f64 * (1.0 + rounds)) as usize).clamp(2 * cap, MAX_DEPTH_PER_WEBHOOK)

@@ -447,6 +447,9 @@ mod tests {
             assert_eq!(claimed.len(), 1);
             let claim = &claimed[0];
             assert_eq!(claim.webhook_id, webhook);
+            assert_eq!(claim.secret, "s3cret");
+            let shown = format!("{claim:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
             statements
                 .release(client, &[(claim.delivery_id, claim.attempt)])
                 .unwrap();

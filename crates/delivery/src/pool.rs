@@ -65,6 +65,15 @@ pub struct Caps {
     pub per_slow_key: usize,
 }
 
+/// A key's recent attempts, as the pool has seen them.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Moving average of its attempts' durations.
+    pub average: Duration,
+    /// It runs under the slow cap.
+    pub slow: bool,
+}
+
 /// How fast a key's average attempt duration follows its latest attempts.
 const PACE_SMOOTHING: f64 = 0.2;
 
@@ -195,11 +204,19 @@ impl Pool {
         self.shared.job_ready.notify_all();
     }
 
-    /// Whether `key` runs under the slow cap now.
-    pub fn is_slow(&self, key: i64) -> bool {
+    /// How fast `key`'s attempts have gone (None until one finished).
+    pub fn pace(&self, key: i64) -> Option<Pace> {
         let dispatch = lock(&self.shared.dispatch);
         let slow_ms = dispatch.caps.slow_after.as_secs_f64() * 1000.0;
-        dispatch.pace.get(&key).is_some_and(|&ms| ms >= slow_ms)
+        dispatch.pace.get(&key).map(|&ms| Pace {
+            average: Duration::from_secs_f64(ms / 1000.0),
+            slow: ms >= slow_ms,
+        })
+    }
+
+    /// Whether `key` runs under the slow cap now.
+    pub fn is_slow(&self, key: i64) -> bool {
+        self.pace(key).is_some_and(|pace| pace.slow)
     }
 
     /// The results that are ready, without waiting.

@@ -19,7 +19,7 @@ pub struct Message<'a> {
 
 /// A [`Message`] that owns its parts, so that it can travel to an HTTP thread and be signed
 /// there when the attempt starts (the signatures cover the attempt's timestamp).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OwnedMessage {
     pub webhook_id: i64,
     pub delivery_id: i64,
@@ -31,6 +31,23 @@ pub struct OwnedMessage {
     pub signature_header: String,
     pub custom_headers: Vec<(String, String)>,
     pub user_agent: String,
+}
+
+/// Everything but the secrets, which must never reach a log line.
+impl std::fmt::Debug for OwnedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedMessage")
+            .field("webhook_id", &self.webhook_id)
+            .field("delivery_id", &self.delivery_id)
+            .field("event_id", &self.event_id)
+            .field("event", &self.event)
+            .field("body", &self.body)
+            .field("secret", &"<redacted>")
+            .field("previous_secrets", &"<redacted>")
+            .field("signature_header", &self.signature_header)
+            .field("custom_headers", &self.custom_headers)
+            .finish()
+    }
 }
 
 impl OwnedMessage {
@@ -112,6 +129,26 @@ mod tests {
         let found: Vec<_> = headers.iter().filter(|(n, _)| n == name).collect();
         assert_eq!(found.len(), 1, "{name} in {headers:?}");
         &found[0].1
+    }
+
+    #[test]
+    fn an_owned_message_never_shows_its_secrets_in_debug_output() {
+        let owned = OwnedMessage {
+            webhook_id: 7,
+            delivery_id: 42,
+            event_id: "e1".into(),
+            event: "cliente.criado".into(),
+            body: BODY.into(),
+            secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+            previous_secrets: vec!["old-s3cr3t-value".into()],
+            signature_header: "X-Webhook-Signature".into(),
+            custom_headers: vec![],
+            user_agent: "webhook_ext/test".into(),
+        };
+        let shown = format!("{owned:?}");
+        assert!(shown.contains("cliente.criado"), "{shown}");
+        assert!(!shown.contains("C2FVsBQIhrscChlQIMV"), "{shown}");
+        assert!(!shown.contains("old-s3cr3t-value"), "{shown}");
     }
 
     #[test]
