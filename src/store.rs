@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 
+use pgrx::pg_sys;
 use pgrx::pg_sys::BuiltinOid::{
     BOOLARRAYOID, BOOLOID, FLOAT8ARRAYOID, FLOAT8OID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID,
     TEXTARRAYOID,
@@ -102,8 +103,28 @@ impl Default for InstallationLookup {
 }
 
 impl InstallationLookup {
-    pub fn find(&self, client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
-        read_installation(self.0.run_readonly(client, &[])?)
+    /// Find the installation and hold it (a share lock on the extension) until the transaction
+    /// ends. DROP EXTENSION locks the extension before its tables, so it now waits for the
+    /// round to finish instead of deadlocking with the round's statements, which lock the same
+    /// tables in another order.
+    pub fn find_and_hold(&self, client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
+        let Some(found) = read_installation(self.0.run_readonly(client, &[])?)? else {
+            return Ok(None);
+        };
+        let oid = pg_sys::Oid::from(found.oid as u32);
+        // SAFETY: plain lock-manager and catalog calls inside the worker's open transaction.
+        let still_installed = unsafe {
+            pg_sys::LockDatabaseObject(
+                pg_sys::ExtensionRelationId,
+                oid,
+                0,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            );
+            // A DROP we waited for has committed: look again with a fresh catalog snapshot.
+            pg_sys::InvalidateCatalogSnapshot();
+            !pg_sys::get_extension_name(oid).is_null()
+        };
+        Ok(still_installed.then_some(found))
     }
 }
 

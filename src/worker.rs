@@ -284,7 +284,7 @@ impl Worker {
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
-                let Some(installation) = self.installation.find(client)? else {
+                let Some(installation) = self.installation.find_and_hold(client)? else {
                     return Ok(ClaimRound::NotInstalled);
                 };
                 if installation.version != env!("CARGO_PKG_VERSION") {

@@ -76,3 +76,46 @@ fn without_preload_events_queue_and_status_says_no_worker() {
     assert!(row.get::<_, String>(2).contains("shared_preload_libraries"));
     assert_eq!(worker_pid(&mut db), None);
 }
+
+/// DROP EXTENSION while the worker is busy recording and claiming: the drop waits for the
+/// worker's round (a few milliseconds) and never fails with a deadlock. Each cycle drops in
+/// the middle of a drain of a few thousand deliveries, when the worker runs rounds back to back.
+#[test]
+fn drop_extension_in_the_middle_of_a_drain_waits_for_the_worker_instead_of_deadlocking() {
+    let cluster = Cluster::start("dropdrain", "");
+    let mut db = cluster.connect();
+    wait_until("the worker to start", DEADLINE, || worker_pid(&mut db));
+    let receiver = Receiver::always(Reply::ok());
+    for cycle in 0..8 {
+        db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+        db.execute("SELECT webhook_create($1, 'k')", &[&receiver.url()])
+            .unwrap();
+        db.batch_execute(
+            "SELECT webhook_emit('cliente.criado', jsonb_build_object('n', n)) \
+             FROM generate_series(1, 3000) AS n",
+        )
+        .unwrap();
+        let before = receiver.count();
+        wait_until("the worker to be delivering", DEADLINE, || {
+            (receiver.count() >= before + 200).then_some(())
+        });
+        if let Err(e) = db.batch_execute("DROP EXTENSION webhook_ext") {
+            panic!("cycle {cycle}: DROP EXTENSION failed: {}", db_message(&e));
+        }
+    }
+    // The worker is still there and serves the next installation.
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let last = Receiver::always(Reply::ok());
+    emit_and_receive(&mut db, "public", &last, "tarefa.concluida");
+    let log = cluster.server_log();
+    assert!(!log.contains("deadlock detected"));
+    // A round never runs against a half-dropped installation.
+    assert!(
+        !log.contains("outcomes and claiming"),
+        "a worker round failed: {}",
+        log.lines()
+            .filter(|l| l.contains("outcomes and claiming"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
