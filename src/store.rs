@@ -6,7 +6,7 @@ use std::cell::RefCell;
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::BuiltinOid::{
-    BOOLARRAYOID, BOOLOID, FLOAT8ARRAYOID, FLOAT8OID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID,
+    BOOLARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID,
     TEXTARRAYOID,
 };
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
@@ -14,14 +14,14 @@ use pgrx::{PgBuiltInOids, PgOid};
 
 /// A statement planned once (on first use) and kept across transactions: the worker runs the
 /// same few statements thousands of times a second.
-struct Prepared {
+pub(crate) struct Prepared {
     sql: String,
     types: Vec<PgOid>,
     plan: RefCell<Option<OwnedPreparedStatement>>,
 }
 
 impl Prepared {
-    fn new(types: &[PgBuiltInOids], sql: String) -> Prepared {
+    pub(crate) fn new(types: &[PgBuiltInOids], sql: String) -> Prepared {
         Prepared {
             sql,
             types: types.iter().map(|&t| PgOid::BuiltIn(t)).collect(),
@@ -41,7 +41,7 @@ impl Prepared {
         Ok(())
     }
 
-    fn run<'conn>(
+    pub(crate) fn run<'conn>(
         &self,
         client: &mut SpiClient<'conn>,
         args: &[pgrx::datum::DatumWithOid<'_>],
@@ -197,6 +197,7 @@ pub struct Statements {
     release: Prepared,
     disable: Prepared,
     requeue_expired: Prepared,
+    requeue_all: Prepared,
     next_due: Prepared,
     purge: Prepared,
     health: Prepared,
@@ -309,11 +310,19 @@ impl Statements {
                    FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) \
                   WHERE w.id = r.id AND w.active"
             )),
-            requeue_expired: Prepared::new(&[BOOLOID], format!(
+            // Every maintenance round: a range of the lease index.
+            requeue_expired: Prepared::new(&[], format!(
                 "UPDATE {s}.webhook_delivery \
                     SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now(), \
                         error = 'lease expired: the attempt did not report back (worker restarted?)' \
-                  WHERE status = 'delivering' AND ($1 OR lease_until < now())"
+                  WHERE status = 'delivering' AND lease_until < now()"
+            )),
+            // Once per worker start: every claim, whatever its lease (a scan of the table).
+            requeue_all: Prepared::new(&[], format!(
+                "UPDATE {s}.webhook_delivery \
+                    SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now(), \
+                        error = 'lease expired: the attempt did not report back (worker restarted?)' \
+                  WHERE status = 'delivering'"
             )),
             // One probe of the due index per active webhook: the backlog's size does not matter.
             next_due: Prepared::new(&[], format!(
@@ -547,7 +556,12 @@ impl Statements {
     /// Put claims whose lease ran out back in the queue (`all`: every claim, at worker start,
     /// when no attempt of a previous worker can still be running).
     pub fn requeue_expired(&self, client: &mut SpiClient<'_>, all: bool) -> spi::Result<u64> {
-        let rows = self.requeue_expired.run(client, &[all.into()])?;
+        let statement = if all {
+            &self.requeue_all
+        } else {
+            &self.requeue_expired
+        };
+        let rows = statement.run(client, &[])?;
         Ok(rows.len() as u64)
     }
 

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod events;
 pub mod status;
 pub mod subscriptions;
+pub mod trigger;
 
 use pgrx::prelude::*;
 use webhook_delivery::InvalidField;

@@ -214,15 +214,19 @@ mod tests {
 
     #[pg_test]
     fn security_definer_functions_pin_their_search_path() {
+        // The SQL one pins its search_path; the native trigger resolves nothing through it
+        // (see src/api/trigger.rs and the test below).
         let definers = text(
-            "SELECT string_agg(p.proname || ' ' || array_to_string(p.proconfig, ','), '; ' ORDER BY p.proname) \
-               FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
+            "SELECT string_agg(p.proname || ' ' || l.lanname || ' ' \
+                               || coalesce(array_to_string(p.proconfig, ','), '-'), '; ' ORDER BY p.proname) \
+               FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+               JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
               WHERE p.prosecdef",
         );
         assert_eq!(
             definers,
-            "webhook_emit search_path=pg_catalog, pg_temp; webhook_trigger search_path=pg_catalog, pg_temp"
+            "webhook_emit sql search_path=pg_catalog, pg_temp; webhook_trigger c -"
         );
 
         // A role allowed to emit shadows a function the emit path calls: it is not used, and
@@ -244,6 +248,42 @@ mod tests {
             0
         );
         assert_eq!(count("SELECT count(*) FROM webhook_delivery"), 1);
+    }
+
+    #[pg_test]
+    fn the_trigger_ignores_what_the_writer_puts_on_its_search_path() {
+        // A role that may only write its own table shadows every function the trigger path
+        // could call, and puts its schema first: the event still gets a real id, the real
+        // matching and the row as Postgres renders it; the role still cannot read secrets.
+        setup();
+        create_webhook("https://example.com/x", "{pedido.*}");
+        run("CREATE ROLE webhook_ext_test_writer");
+        run("GRANT EXECUTE ON FUNCTION webhook_trigger() TO webhook_ext_test_writer");
+        run("CREATE SCHEMA evil AUTHORIZATION webhook_ext_test_writer");
+        run("SET LOCAL ROLE webhook_ext_test_writer");
+        run("CREATE TABLE evil.pedido (id int, total numeric)");
+        run("CREATE TRIGGER pedido_webhook AFTER INSERT ON evil.pedido FOR EACH ROW EXECUTE FUNCTION public.webhook_trigger('pedido')");
+        run("CREATE FUNCTION evil.gen_random_uuid() RETURNS uuid LANGUAGE sql AS $$ SELECT '00000000-0000-0000-0000-000000000bad'::uuid $$");
+        run("CREATE FUNCTION evil.row_to_json(r record) RETURNS json LANGUAGE plpgsql AS $$ BEGIN RETURN json_build_object('forged', true); END $$");
+        run("CREATE FUNCTION evil.webhook_events_match(text[], text) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$");
+        run("SET LOCAL search_path = evil, pg_catalog, public");
+        run("INSERT INTO evil.pedido VALUES (7, 19.90)");
+        assert_refused("SELECT secret FROM public.webhook", "42501", "webhook");
+        run("RESET ROLE");
+        run("RESET search_path");
+        let body = text("SELECT body FROM webhook_delivery WHERE event = 'pedido.created'");
+        assert!(
+            body.ends_with(r#""data":{"id":7,"total":19.90}}"#),
+            "{body}"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM webhook_delivery WHERE event_id = '00000000-0000-0000-0000-000000000bad'"),
+            0
+        );
+        assert_eq!(
+            one::<bool>("SELECT (body::json->>'id') = event_id::text FROM webhook_delivery"),
+            Some(true)
+        );
     }
 
     // ---------------------------------------------------------------------------------

@@ -24,11 +24,26 @@ pub fn build(
     data_json: &str,
     changes_json: Option<&str>,
 ) -> Result<String, InvalidField> {
-    let mut data: Value = serde_json::from_str(data_json)
+    let data: Value = serde_json::from_str(data_json)
         .map_err(|e| InvalidField::new("data", format!("not valid JSON ({e})")))?;
-    if let Some(changes_json) = changes_json {
-        let changes: Value = serde_json::from_str(changes_json)
-            .map_err(|e| InvalidField::new("data", format!("changes are not valid JSON ({e})")))?;
+    let changes = changes_json
+        .map(|changes_json| {
+            serde_json::from_str(changes_json)
+                .map_err(|e| InvalidField::new("data", format!("changes are not valid JSON ({e})")))
+        })
+        .transpose()?;
+    assemble(event_id, event, emitted_at_unix_secs, data, changes)
+}
+
+/// [`build`] from parsed values (the native trigger parses the row itself).
+pub fn assemble(
+    event_id: &str,
+    event: &str,
+    emitted_at_unix_secs: i64,
+    mut data: Value,
+    changes: Option<Value>,
+) -> Result<String, InvalidField> {
+    if let Some(changes) = changes {
         let Value::Object(fields) = &mut data else {
             return Err(InvalidField::new(
                 "data",
@@ -46,6 +61,29 @@ pub fn build(
     envelope.insert("timestamp".into(), rfc3339(emitted_at_unix_secs)?.into());
     envelope.insert("data".into(), data);
     Ok(Value::Object(envelope).to_string())
+}
+
+/// An UPDATE's changed columns, in the new row's column order:
+/// `{"<column>": {"anterior": <old>, "novo": <new>}}`, or None when nothing changed.
+/// Values are compared as the JSON Postgres wrote for them (numbers keep their text, so
+/// `1.0` → `1.00` is a change, as the stored value changed).
+pub fn changed_columns(
+    old_row: &Map<String, Value>,
+    new_row: &Map<String, Value>,
+) -> Option<Value> {
+    let changes: Map<String, Value> = new_row
+        .iter()
+        .filter_map(|(column, new)| {
+            let old = old_row.get(column)?;
+            (old != new).then(|| {
+                let mut change = Map::new();
+                change.insert("anterior".into(), old.clone());
+                change.insert("novo".into(), new.clone());
+                (column.clone(), Value::Object(change))
+            })
+        })
+        .collect();
+    (!changes.is_empty()).then_some(Value::Object(changes))
 }
 
 fn rfc3339(unix_secs: i64) -> Result<String, InvalidField> {
@@ -154,6 +192,38 @@ mod tests {
             body.ends_with(r#""data":{"id":1,"alteracoes":{}}}"#),
             "{body}"
         );
+    }
+
+    fn row(json: &str) -> Map<String, Value> {
+        match serde_json::from_str(json).unwrap() {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn changed_columns_in_column_order_with_their_exact_text() {
+        let old = row(r#"{"id": 1, "nome": "Ana", "email": "a@x", "saldo": 0.00, "tags": ["a"]}"#);
+        let new = row(r#"{"id": 1, "nome": "Ana", "email": null, "saldo": 10.00, "tags": ["a"]}"#);
+        let changes = changed_columns(&old, &new).unwrap();
+        assert_eq!(
+            changes.to_string(),
+            r#"{"email":{"anterior":"a@x","novo":null},"saldo":{"anterior":0.00,"novo":10.00}}"#
+        );
+        let body = assemble(ID, "e", 0, Value::Object(new), Some(changes)).unwrap();
+        assert!(
+            body.ends_with(r#""tags":["a"],"alteracoes":{"email":{"anterior":"a@x","novo":null},"saldo":{"anterior":0.00,"novo":10.00}}}}"#),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn nothing_changed_is_none_and_a_new_scale_is_a_change() {
+        let same = row(r#"{"id": 1, "extra": {"a": [1, 2]}, "n": null}"#);
+        assert_eq!(changed_columns(&same, &same.clone()), None);
+        let old = row(r#"{"preco": 1.0}"#);
+        let new = row(r#"{"preco": 1.00}"#);
+        assert!(changed_columns(&old, &new).is_some());
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! `webhook_trigger()`, the row-level AFTER trigger of application tables (declared in
+//! sql/api.sql). It runs once per written row inside the application's transaction, so it is
+//! native: Postgres' own `row_to_json` renders the row, the body is built in Rust, and one
+//! `INSERT … SELECT`, planned once per backend, queues a delivery per matching webhook.
+//!
+//! It is SECURITY DEFINER (application roles need not see the webhook tables) without a
+//! pinned search_path, which would cost a GUC save and restore per row: its only statement
+//! names every table and function with the extension's schema and uses no operator, so
+//! nothing in it resolves through the caller's search_path.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::ffi::CStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::BuiltinOid::{TEXTOID, UUIDOID};
+use pgrx::prelude::*;
+use serde_json::{Map, Value};
+use webhook_delivery::{envelope, validate, InvalidField};
+
+use super::refuse;
+use crate::store::Prepared;
+use crate::wake;
+
+thread_local! {
+    /// The queueing statement, keyed by the oid of the trigger function that prepared it:
+    /// DROP and CREATE EXTENSION make a new function, maybe in another schema.
+    static QUEUE: RefCell<Option<(pg_sys::Oid, Prepared)>> = const { RefCell::new(None) };
+}
+
+#[pg_trigger(sql = false)]
+fn webhook_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
+    let fired = trigger.trigger_data();
+    let when = trigger.when();
+    if !matches!(trigger.level(), PgTriggerLevel::Row) || !matches!(when, Ok(PgTriggerWhen::After))
+    {
+        misuse(trigger);
+    }
+    let op = trigger
+        .op()
+        .unwrap_or_else(|e| error!("webhook_trigger(): unknown trigger event ({e})"));
+    let event = event_name(trigger, &op);
+    validate::event_name(&event).unwrap_or_else(|e| refuse(e));
+
+    let tupdesc = unsafe { (*fired.tg_relation).rd_att };
+    let (data, changes) = match op {
+        PgTriggerOperation::Update => {
+            let old = row_fields(fired.tg_trigtuple, tupdesc);
+            let new = row_fields(fired.tg_newtuple, tupdesc);
+            // An UPDATE that changes nothing emits nothing.
+            let Some(changes) = envelope::changed_columns(&old, &new) else {
+                return Ok(None);
+            };
+            (Value::Object(new), Some(changes))
+        }
+        _ => (Value::Object(row_fields(fired.tg_trigtuple, tupdesc)), None),
+    };
+
+    // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
+    let event_id =
+        unsafe { pgrx::direct_function_call::<pgrx::Uuid>(pg_sys::gen_random_uuid, &[]) }
+            .expect("gen_random_uuid() returns a uuid");
+    let body = envelope::assemble(
+        &event_id.to_string(),
+        &event,
+        unix_now_rounded(),
+        data,
+        changes,
+    )
+    .unwrap_or_else(|e| refuse(e));
+
+    let queued = queue(trigger.trigger().tgfoid, event_id, &event, body);
+    if queued > 0 {
+        wake::wake_worker_on_commit();
+    }
+    Ok(None)
+}
+
+/// `cliente` + INSERT → `cliente.created`; three names → the one for this operation.
+fn event_name(trigger: &PgTrigger<'_>, op: &PgTriggerOperation) -> String {
+    let args = trigger.extra_args().unwrap_or_else(|e| {
+        refuse(InvalidField::new(
+            "event",
+            format!("trigger arguments are not UTF-8 ({e})"),
+        ))
+    });
+    let (suffix, position) = match op {
+        PgTriggerOperation::Insert => ("created", 0),
+        PgTriggerOperation::Update => ("updated", 1),
+        _ => ("deleted", 2),
+    };
+    match args.len() {
+        1 => format!("{}.{suffix}", args[0]),
+        3 => args[position].clone(),
+        n => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "invalid event: webhook_trigger() takes one prefix or three event names (INSERT, UPDATE, DELETE), trigger {} has {n}",
+                    trigger.name().unwrap_or("?")
+                )
+            );
+        }
+    }
+}
+
+fn misuse(trigger: &PgTrigger<'_>) -> ! {
+    let when = match trigger.when() {
+        Ok(PgTriggerWhen::Before) => "BEFORE",
+        Ok(PgTriggerWhen::After) => "AFTER",
+        _ => "INSTEAD OF",
+    };
+    let level = match trigger.level() {
+        PgTriggerLevel::Row => "ROW",
+        PgTriggerLevel::Statement => "STATEMENT",
+    };
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!(
+            "webhook_trigger() must be used as an AFTER ... FOR EACH ROW trigger (trigger {} on {}.{} is {when} {level})",
+            trigger.name().unwrap_or("?"),
+            trigger.table_schema().unwrap_or_default(),
+            trigger.table_name().unwrap_or_default(),
+        )
+    );
+}
+
+/// The row as `row_to_json()` writes it (column order, every type's JSON form), parsed with
+/// the numbers' text kept.
+fn row_fields(tuple: *mut pg_sys::HeapTupleData, tupdesc: pg_sys::TupleDesc) -> Map<String, Value> {
+    // SAFETY: the tuple and its descriptor come from the trigger data Postgres passed in.
+    let json = unsafe {
+        let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
+        pgrx::direct_function_call::<String>(pg_sys::row_to_json, &[Some(row)])
+    }
+    .expect("row_to_json() returns JSON for a row");
+    match serde_json::from_str(&json) {
+        Ok(Value::Object(fields)) => fields,
+        other => error!("webhook_trigger(): row_to_json() gave no JSON object ({other:?})"),
+    }
+}
+
+/// Same rounding as webhook_emit's `extract(epoch FROM clock_timestamp())::bigint`.
+fn unix_now_rounded() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs_f64().round() as i64)
+}
+
+/// Queue one delivery per active matching webhook; returns how many.
+fn queue(function_oid: pg_sys::Oid, event_id: pgrx::Uuid, event: &str, body: String) -> usize {
+    QUEUE.with(|cell| {
+        if cell
+            .borrow()
+            .as_ref()
+            .is_none_or(|(oid, _)| *oid != function_oid)
+        {
+            let statement = Prepared::new(&[UUIDOID, TEXTOID, TEXTOID], queue_sql(function_oid));
+            *cell.borrow_mut() = Some((function_oid, statement));
+        }
+        // A shared borrow: a trigger a user put on webhook_delivery may bring us back here.
+        let current = cell.borrow();
+        let (_, statement) = current.as_ref().expect("prepared above");
+        Spi::connect_mut(|client| {
+            statement
+                .run(client, &[event_id.into(), event.into(), body.into()])
+                .map(|inserted| inserted.len())
+        })
+        .unwrap_or_else(|e| error!("webhook_trigger(): queueing failed: {e}"))
+    })
+}
+
+fn queue_sql(function_oid: pg_sys::Oid) -> String {
+    // SAFETY: catalog lookups of the function being executed.
+    let schema = unsafe {
+        let namespace = pg_sys::get_namespace_name(pg_sys::get_func_namespace(function_oid));
+        CStr::from_ptr(pg_sys::quote_identifier(namespace))
+            .to_string_lossy()
+            .into_owned()
+    };
+    format!(
+        "INSERT INTO {schema}.webhook_delivery (webhook_id, event_id, event, body) \
+         SELECT w.id, $1, $2, $3 FROM {schema}.webhook AS w \
+          WHERE w.active AND {schema}.webhook_events_match(w.events, $2)"
+    )
+}
