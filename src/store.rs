@@ -553,6 +553,12 @@ impl Statements {
         Ok(())
     }
 
+    /// The record statement's text (a pg_test checks its plan).
+    #[cfg(any(test, feature = "pg_test"))]
+    pub fn record_sql(&self) -> &str {
+        &self.record.sql
+    }
+
     /// Put claims whose lease ran out back in the queue (`all`: every claim, at worker start,
     /// when no attempt of a previous worker can still be running).
     pub fn requeue_expired(&self, client: &mut SpiClient<'_>, all: bool) -> spi::Result<u64> {

@@ -514,6 +514,52 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_record_statement_finds_claims_by_id_when_statistics_say_claims_are_rare() {
+        // Statistics that say almost nothing is in flight make the lease index look free to
+        // read whole; between vacuums it holds an entry for every row ever claimed. The
+        // worker's cached (generic) plan must still find the claimed rows by id.
+        create_webhook("https://example.com/plan", "{plan.*}");
+        run("SELECT webhook_emit('plan.x', jsonb_build_object('n', g)) FROM generate_series(1, 2000) g");
+        run("UPDATE webhook_delivery SET status = 'succeeded', attempts = 1 WHERE id % 500 <> 0");
+        run(
+            "UPDATE webhook_delivery SET status = 'delivering', attempts = 1, \
+                    lease_until = now() + interval '1 minute' WHERE status = 'pending'",
+        );
+        run("ANALYZE webhook_delivery");
+        let record_sql = Spi::connect_mut(|client| {
+            let installation = crate::store::installation(client).unwrap().unwrap();
+            crate::store::Statements::new(installation)
+                .record_sql()
+                .to_string()
+        });
+        // The worker's session settings (worker.rs), and the plan it caches.
+        run(
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_nestloop = off; \
+             SET LOCAL plan_cache_mode = force_generic_plan",
+        );
+        run(&format!(
+            "PREPARE record_plan(bigint[], int[], bool[], text[], bigint[], float8[], int[], int[], text[], text[]) \
+             AS {record_sql}"
+        ));
+        let plan: Vec<String> = Spi::connect(|client| {
+            client
+                .select(
+                    "EXPLAIN (COSTS OFF) EXECUTE record_plan('{500}', '{1}', '{f}', '{succeeded}', \
+                     '{NULL}', '{0}', '{1}', '{200}', '{\"\"}', '{NULL}')",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|row| row.get::<String>(1).unwrap().unwrap_or_default())
+                .collect()
+        });
+        run("DEALLOCATE record_plan");
+        let plan = plan.join("\n");
+        assert!(!plan.contains("leased_idx"), "{plan}");
+        assert!(plan.contains("webhook_delivery_pkey"), "{plan}");
+    }
+
+    #[pg_test]
     fn emit_queues_one_pending_delivery_per_matching_active_webhook() {
         let all = create_webhook("https://example.com/all", "{*}");
         let clientes = create_webhook("https://example.com/c", "{cliente.*}");
