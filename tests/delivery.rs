@@ -589,11 +589,7 @@ fn receivers_that_hang_keep_one_thread_each_and_leave_the_rest_to_a_fast_one() {
             )
             .unwrap()
             .get(0);
-        db.execute(
-            "UPDATE webhook SET retry_schedule = '{0s}' WHERE id = $1",
-            &[&id],
-        )
-        .unwrap();
+        one_attempt_only(&mut db, id);
         db.execute(
             "SELECT webhook_emit($1, jsonb_build_object('n', g)) FROM generate_series(1, 12) g",
             &[&format!("hang{n}.x")],

@@ -33,11 +33,7 @@ fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
         )
         .unwrap()
         .get(0);
-    db.execute(
-        "UPDATE webhook SET retry_schedule = '{0s}' WHERE id = $1",
-        &[&id],
-    )
-    .unwrap();
+    one_attempt_only(&mut db, id);
 
     let mut failed = Vec::new();
     for _ in 0..3 {

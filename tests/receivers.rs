@@ -470,11 +470,7 @@ fn exercise(kind: Kind) {
         &other_secret,
         &format!("{prefix}_wrong.*"),
     );
-    db.execute(
-        "UPDATE webhook SET retry_schedule = '{0s}' WHERE id = $1",
-        &[&wrong],
-    )
-    .unwrap();
+    one_attempt_only(&mut db, wrong);
     assert_eq!(
         emit(&mut db, &format!("{prefix}_wrong.cliente.criado"), data),
         1

@@ -17,8 +17,8 @@ use crate::report::{Row, Section};
 use crate::sql::{self, WorkerSql};
 use crate::sysinfo::{self, CpuUse, Rss, RssSampler};
 use crate::util::{
-    check_interrupted, log, median, mib, ms, now_us, pct, percentile, pg, ratio, run, sleep,
-    sorted, thousands, Result,
+    check_interrupted, log, median, mib, ms, now_us, p50_p99, pct, percentile, pg, ratio, run,
+    sleep, sorted, thousands, Result,
 };
 
 /// Sizes of one run: `full()` is the issue's, `quick()` a smoke test of every scenario.
@@ -1105,19 +1105,11 @@ impl Bench {
         ));
         sec.rows.push(Row::info(
             "from before the statement (emit + commit + delivery) p50 / p99",
-            format!(
-                "{} / {}",
-                ms(percentile(&from_sent, 0.5)),
-                ms(percentile(&from_sent, 0.99))
-            ),
+            p50_p99(&from_sent),
         ));
         sec.rows.push(Row::info(
             "the emit transaction itself (statement + commit) p50 / p99",
-            format!(
-                "{} / {}",
-                ms(percentile(&commit_ms, 0.5)),
-                ms(percentile(&commit_ms, 0.99))
-            ),
+            p50_p99(&commit_ms),
         ));
         sec.rows.push(Row::info(
             "events received / committed; rate achieved",

@@ -306,6 +306,15 @@ pub fn db_message(error: &postgres::Error) -> String {
         .unwrap_or_else(|| error.to_string())
 }
 
+/// Give a webhook a schedule of one attempt: its first failure ends the delivery `failed`.
+pub fn one_attempt_only(db: &mut Client, webhook_id: i64) {
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s}' WHERE id = $1",
+        &[&webhook_id],
+    )
+    .unwrap();
+}
+
 /// The pid of the running webhook_ext worker, if any.
 pub fn worker_pid(db: &mut Client) -> Option<i32> {
     db.query_opt(
