@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod attempt;
+mod pinned;
 mod settings;
 mod store;
 mod wake;

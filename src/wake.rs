@@ -78,6 +78,69 @@ pub fn init() {
     pg_shmem_init!(WORKER_DATABASE);
     pg_shmem_init!(WORK_QUEUED);
     SHMEM_READY.store(true, Ordering::SeqCst);
+    // SAFETY: _PG_init runs in the postmaster before any backend exists; the previous hook is
+    // kept and called first, as every ProcessUtility hook must.
+    unsafe {
+        PREVIOUS_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(wake_after_commit_prepared);
+    }
+}
+
+static mut PREVIOUS_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// `COMMIT PREPARED` commits a transaction another session prepared: its queued deliveries
+/// become visible now, in this session, whose own transaction queued nothing and so armed no
+/// commit callback. Any COMMIT PREPARED wakes the worker (it is rare, and a wake-up that
+/// finds nothing costs one round).
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn wake_after_commit_prepared(
+    statement: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    completion: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: Postgres hands every hook a valid PlannedStmt whose utilityStmt is a Node.
+    let commit_prepared = unsafe {
+        let node = (*statement).utilityStmt;
+        !node.is_null()
+            && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*(node as *mut pg_sys::TransactionStmt)).kind
+                == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
+    };
+    // SAFETY: the arguments are passed on unchanged, to the previous hook or the standard one.
+    unsafe {
+        match PREVIOUS_PROCESS_UTILITY {
+            Some(previous) => previous(
+                statement,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                completion,
+            ),
+            None => pg_sys::standard_ProcessUtility(
+                statement,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                completion,
+            ),
+        }
+    }
+    // Reached only if it succeeded: the prepared transaction's rows are visible now.
+    if commit_prepared {
+        set_worker_latch();
+    }
 }
 
 pub fn shared_memory_ready() -> bool {

@@ -45,6 +45,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
 const PURGE_BATCH: i64 = 1_000;
 const PURGE_PAUSE: Duration = Duration::from_millis(10);
+/// After a round rolled back by a deadlock, the next one comes this soon.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 pub fn init() {
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
@@ -69,32 +71,7 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     wake::publish_settings(&settings::effective_json());
     log!("webhook_ext worker started, serving database \"{database}\"");
 
-    // The worker's own commits (claims, outcomes) need not wait for the WAL flush: losing one
-    // in a crash only means an attempt is made again (at-least-once), never a lost event —
-    // events are committed by the application's transactions, with its own setting.
-    //
-    // Every statement of the worker touches a handful of rows through an index (ids in
-    // arrays, one probe of the due index per webhook). Its plans are cached (including those
-    // of the foreign-key checks), and a plan cached while the queue was nearly empty — after
-    // a restart, an idle night — must not treat the table as tiny when a million rows
-    // arrive: without sequential scans and nested-loop joins (a LATERAL probe still gets
-    // one) no plan can scan the table or probe it once per row of a batch.
-    // The penalty the planner gives disabled plans must not look like a reason to JIT-compile.
-    for (name, value) in [
-        (c"synchronous_commit", c"off"),
-        (c"enable_seqscan", c"off"),
-        (c"enable_nestloop", c"off"),
-        (c"jit", c"off"),
-    ] {
-        unsafe {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-            );
-        }
-    }
+    pin_session_settings();
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
         Err(e) => {
@@ -107,6 +84,66 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     // Exit code 1, not 0: a worker terminated on its own (pg_terminate_backend, DROP DATABASE
     // ... WITH (FORCE)) is then restarted by the postmaster; during shutdown nothing restarts.
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// The settings every statement of the worker depends on, pinned for its session over
+/// whatever `postgresql.conf` or `ALTER DATABASE/ROLE ... SET` say (a session value outranks
+/// them, also after a reload).
+///
+/// - `search_path`: the worker runs as the bootstrap superuser; an operator or function found
+///   through a schema someone else controls would run their code as superuser.
+/// - Isolation, read-only, timeouts, `role`, `session_replication_role`: the statements are
+///   written for READ COMMITTED with SKIP LOCKED, must write, must not be cut short, must run as
+///   the worker's own role and must fire the extension's triggers.
+/// - `DateStyle`, `IntervalStyle`, `TimeZone`: the texts it writes (disabled_reason) read the
+///   same on every installation.
+/// - `synchronous_commit = off`: losing one of the worker's own commits in a crash only means
+///   an attempt is made again (at-least-once), never a lost event; events are committed by the
+///   application's transactions, with its own setting.
+/// - Planner: its plans are cached (also the foreign-key checks'), and a plan cached while the
+///   queue was nearly empty must not treat the table as tiny when a million rows arrive;
+///   without sequential scans and nested loops (a LATERAL probe still gets one) no plan can scan
+///   the table or probe it once per row of a batch. The penalty the planner gives disabled
+///   plans must not look like a reason to JIT-compile, and its statements are too small for
+///   parallel workers.
+fn pin_session_settings() {
+    let mut settings: Vec<(&std::ffi::CStr, &std::ffi::CStr)> = vec![
+        (c"search_path", c"pg_catalog, pg_temp"),
+        (c"role", c"none"),
+        (c"default_transaction_isolation", c"read committed"),
+        (c"default_transaction_read_only", c"off"),
+        (c"default_transaction_deferrable", c"off"),
+        (c"statement_timeout", c"0"),
+        (c"lock_timeout", c"0"),
+        (c"idle_in_transaction_session_timeout", c"0"),
+        (c"idle_session_timeout", c"0"),
+        (c"session_replication_role", c"origin"),
+        (c"transform_null_equals", c"off"),
+        (c"DateStyle", c"ISO, YMD"),
+        (c"IntervalStyle", c"postgres"),
+        (c"TimeZone", c"UTC"),
+        (c"synchronous_commit", c"off"),
+        (c"plan_cache_mode", c"auto"),
+        (c"enable_seqscan", c"off"),
+        (c"enable_nestloop", c"off"),
+        (c"jit", c"off"),
+        (c"max_parallel_workers_per_gather", c"0"),
+    ];
+    if cfg!(any(feature = "pg17", feature = "pg18")) {
+        settings.push((c"transaction_timeout", c"0"));
+    }
+    for (name, value) in settings {
+        // SAFETY: both strings are NUL-terminated and outlive the call; SetConfigOption copies
+        // them. PGC_SUSET: the worker is a superuser, and some of these are superuser-only.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
+        }
+    }
 }
 
 struct Worker {
@@ -230,22 +267,32 @@ impl Worker {
         let mut records = Vec::with_capacity(results.len());
         let mut released = Vec::new();
         let mut disable = Vec::new();
+        // What this round takes out of `in_flight`, to put back if its transaction must be
+        // retried.
+        let mut taken = Vec::with_capacity(results.len());
         for result in results {
             let Some(claimed) = self.in_flight.remove(&result.delivery_id) else {
                 continue;
             };
             let endpoint = self.endpoints.entry(claimed.webhook_id).or_default();
             endpoint.outstanding = endpoint.outstanding.saturating_sub(1);
-            let Some(outcome) = result.outcome else {
-                released.push((claimed.delivery_id, claimed.attempt));
-                continue;
-            };
-            let (recorded, disable_reason) =
-                attempt::record_for(&claimed, &outcome, result.started_at, false, &self.schedule);
-            records.push(recorded);
-            if let Some(reason) = disable_reason {
-                disable.push((claimed.webhook_id, reason));
+            match &result.outcome {
+                None => released.push((claimed.delivery_id, claimed.attempt)),
+                Some(outcome) => {
+                    let (recorded, disable_reason) = attempt::record_for(
+                        &claimed,
+                        outcome,
+                        result.started_at,
+                        false,
+                        &self.schedule,
+                    );
+                    records.push(recorded);
+                    if let Some(reason) = disable_reason {
+                        disable.push((claimed.webhook_id, reason));
+                    }
+                }
             }
+            taken.push((claimed, result));
         }
         let finished = records.len() as u64;
         let health = self.health_to_write(attempt::health_deltas(&records));
@@ -390,6 +437,13 @@ impl Worker {
                     None => MAINTENANCE_INTERVAL,
                 }
             }
+            // A deadlock (or a serialization failure, which READ COMMITTED should never see)
+            // says nothing about the work: the same outcomes are recorded by the next round.
+            Err(e) if e.transient => {
+                debug1!("webhook_ext worker: round retried: {}", e.message);
+                self.restore(taken);
+                RETRY_PAUSE
+            }
             // The outcomes are not recorded: their claims stay 'delivering' until the lease
             // expires, then they are sent again (at least once, never lost).
             Ok(Err(e)) => {
@@ -397,9 +451,22 @@ impl Worker {
                 IDLE_INTERVAL
             }
             Err(e) => {
-                self.fail_batch(&format!("recording {finished} outcomes and claiming: {e}"));
+                self.fail_batch(&format!(
+                    "recording {finished} outcomes and claiming: {}",
+                    e.message
+                ));
                 IDLE_INTERVAL
             }
+        }
+    }
+
+    /// Put a round's finished attempts back, to be recorded by the next round.
+    fn restore(&mut self, taken: Vec<(Claimed, JobResult)>) {
+        for (claimed, result) in taken {
+            let endpoint = self.endpoints.entry(claimed.webhook_id).or_default();
+            endpoint.outstanding += 1;
+            self.in_flight.insert(claimed.delivery_id, claimed);
+            self.local_results.push(result);
         }
     }
 
@@ -661,17 +728,35 @@ fn wait_for_results(timeout: Duration, pool_fd: std::os::fd::RawFd) -> bool {
     fired & pg_sys::WL_SOCKET_READABLE as i32 != 0
 }
 
+/// Why a round's transaction was rolled back.
+struct RoundError {
+    message: String,
+    /// A deadlock or serialization failure: the same work can simply be tried again.
+    transient: bool,
+}
+
 /// Run `body` in its own transaction. A Postgres ERROR or a panic aborts this transaction
 /// only: the worker logs it and carries on (BackgroundWorker::transaction would die).
-fn in_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> Result<R, String> {
+fn in_transaction<R>(
+    body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe,
+) -> Result<R, RoundError> {
+    // SAFETY: the worker's main thread, between transactions: start one and give it a
+    // snapshot, as postgres.c does for a statement.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
     let result = PgTryBuilder::new(|| Ok(body()))
-        .catch_others(|caught| Err(describe(&caught)))
+        .catch_others(|caught| {
+            Err(RoundError {
+                message: describe(&caught),
+                transient: is_transient(&caught),
+            })
+        })
         .execute();
+    // SAFETY: ends the transaction started above; after an ERROR, AbortCurrentTransaction
+    // cleans up whatever state the error left.
     unsafe {
         match result {
             Ok(_) => {
@@ -685,6 +770,17 @@ fn in_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> R
         }
     }
     result
+}
+
+fn is_transient(caught: &CaughtError) -> bool {
+    match caught {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => matches!(
+            report.sql_error_code(),
+            PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
+                | PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+        ),
+        CaughtError::RustPanic { .. } => false,
+    }
 }
 
 fn describe(caught: &CaughtError) -> String {

@@ -10,6 +10,7 @@ use webhook_delivery::{validate, wire};
 
 use super::refuse;
 use crate::attempt;
+use crate::pinned::PinnedSearchPath;
 use crate::settings;
 use crate::store::{self, Statements};
 
@@ -26,6 +27,7 @@ fn statements() -> Statements {
 /// One manual attempt of a delivery: claim it (55006 if in flight), send, record.
 #[pg_extern(volatile)]
 fn webhook_deliver_now(delivery_id: i64) {
+    let _path = PinnedSearchPath::new();
     let statements = statements();
     let exists = Spi::get_one_with_args::<String>(
         &format!(
@@ -117,9 +119,8 @@ pub fn probe(
 }
 
 fn random_uuid_bytes() -> [u8; 16] {
-    let uuid = Spi::get_one::<pgrx::Uuid>("SELECT gen_random_uuid()")
-        .ok()
-        .flatten();
+    // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
+    let uuid = unsafe { pgrx::direct_function_call::<pgrx::Uuid>(pg_sys::gen_random_uuid, &[]) };
     uuid.map(|u| *u.as_bytes()).unwrap_or_default()
 }
 
@@ -140,6 +141,7 @@ fn webhook_ping(
         name!(succeeded, bool),
     ),
 > {
+    let _path = PinnedSearchPath::new();
     let statements = statements();
     let row = Spi::connect(|client| {
         let rows = client.select(

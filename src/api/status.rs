@@ -3,6 +3,7 @@
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
+use crate::pinned::PinnedSearchPath;
 use crate::{settings, wake};
 
 /// The worker process as shared memory shows it; `webhook_worker_status()` (sql/api.sql)
@@ -25,6 +26,7 @@ fn webhook_worker_status() -> TableIterator<
         name!(message, String),
     ),
 > {
+    let _path = PinnedSearchPath::new();
     let schema = Spi::get_one::<String>(
         "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'webhook_ext'",
