@@ -52,7 +52,8 @@ pub struct FairQueue<T> {
     lanes: HashMap<i64, Lane>,
     running: HashMap<i64, usize>,
     /// Running items per lane, counted in the lane their key is in now: a key that moves
-    /// takes its running items along (a new key found fast frees the new lanes' budget at once).
+    /// takes its running items along (a new key found fast frees their share of the new
+    /// and slow lanes' budget at once).
     lane_running: [usize; LANES],
     /// The lane that gets the next turn.
     next_lane: usize,

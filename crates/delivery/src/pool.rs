@@ -103,13 +103,10 @@ impl Caps {
     }
 
     fn lane_caps(&self) -> LaneCaps {
-        let mut per_key = [self.per_key; 3];
-        per_key[Lane::Slow as usize] = self.per_slow_key;
-        LaneCaps {
-            total: self.total,
-            per_key,
-            new_and_slow: self.slow_and_new,
-        }
+        let mut caps = LaneCaps::uniform(self.total, self.per_key);
+        caps.per_key[Lane::Slow as usize] = self.per_slow_key;
+        caps.new_and_slow = self.slow_and_new;
+        caps
     }
 
     /// The lane of a key whose attempts average `average_ms`.
@@ -586,6 +583,16 @@ mod tests {
         ready == 1
     }
 
+    /// A thread records its attempt's pace when it next takes the dispatch lock, just after
+    /// handing over the result: polls `done` until then.
+    fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done() {
+            assert!(Instant::now() < deadline, "not done before the deadline");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Collects `count` results, waiting on the wake-up descriptor between drains.
     fn collect(pool: &Pool, count: usize) -> Vec<JobResult> {
         let deadline = Instant::now() + DEADLINE;
@@ -789,7 +796,7 @@ mod tests {
         let pool = Pool::new(4, caps, client).unwrap();
         pool.submit_all((1..=6).map(|id| keyed_job(id, 1, silent.url("/"))));
         let hung = collect(&pool, 4);
-        assert!(pool.is_slow(1));
+        wait_until(|| pool.is_slow(1));
         assert!(!pool.is_slow(2));
         // The fast key gets the threads the hanging one no longer may take.
         pool.submit_all((10..20).map(|id| keyed_job(id, 2, fast.url("/"))));
@@ -986,7 +993,7 @@ mod tests {
             assert!(readable(pool.wake_fd(), left), "{timed_out} timed out");
             timed_out += pool.try_results().len() as i64;
         }
-        assert!((1..=HANGING_KEYS).all(|key| pool.is_slow(key)));
+        wait_until(|| (1..=HANGING_KEYS).all(|key| pool.is_slow(key)));
         assert_eq!(pool.cap(1), caps.per_slow_key);
         pool.set_caps(caps);
         let mut traffic = Traffic::new(pool, &fast, &silent, 2 * caps.per_key);
@@ -1052,6 +1059,59 @@ mod tests {
             .duration_since(results[1].started_at)
             .unwrap();
         assert!(spread < Duration::from_millis(250), "{spread:?}");
+    }
+
+    #[test]
+    fn caps_for_concurrency_keep_half_the_threads_for_fast_keys() {
+        let caps = Caps::for_concurrency(32, Duration::from_secs(5));
+        assert_eq!(
+            caps,
+            Caps {
+                total: 32,
+                per_key: 16,
+                slow_after: Duration::from_millis(2500),
+                per_slow_key: 4,
+                slow_and_new: 16,
+            }
+        );
+        for concurrency in 0..=64 {
+            let caps = Caps::for_concurrency(concurrency, Duration::from_secs(1));
+            assert!(caps.per_slow_key >= 1 && caps.slow_and_new >= 1);
+            if concurrency >= 2 {
+                // What slow and new keys leave is at least a fast key's own cap.
+                assert!(caps.total - caps.slow_and_new >= caps.per_key);
+            }
+        }
+    }
+
+    #[test]
+    fn new_caps_move_keys_between_lanes() {
+        let server = TestServer::http(|_, stream| {
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = stream.write_all(&response("200 OK", &[], b""));
+        });
+        let caps = Caps {
+            total: 8,
+            per_key: 4,
+            slow_after: Duration::from_secs(1),
+            per_slow_key: 1,
+            slow_and_new: 4,
+        };
+        let pool = Pool::new(8, caps, client("127.0.0.1/32")).unwrap();
+        assert_eq!(pool.cap(5), 4, "a new key");
+        pool.submit(keyed_job(1, 5, server.url("/")));
+        collect(&pool, 1);
+        wait_until(|| pool.pace(5).is_some());
+        assert_eq!(pool.cap(5), 4);
+        pool.set_caps(Caps {
+            slow_after: Duration::from_millis(50),
+            ..caps
+        });
+        assert!(pool.is_slow(5));
+        assert_eq!(pool.cap(5), 1);
+        pool.forget_keys();
+        assert!(pool.pace(5).is_none());
+        assert_eq!(pool.cap(5), 4);
     }
 
     #[test]
