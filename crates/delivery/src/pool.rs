@@ -2,6 +2,9 @@
 //! collects plain results; each thread takes its next job itself from a shared fair queue
 //! (round-robin across endpoints, a cap per endpoint), so the threads never wait for the main
 //! thread between two requests and a slow receiver only holds up its own share of them.
+//! Endpoints not known to answer fast (slow ones, and new ones until an attempt finishes)
+//! share half of the threads between them, so however many hang, those that answer fast keep
+//! the other half.
 //!
 //! The main thread learns that results are waiting from [`Pool::wake_fd`], which it can add to
 //! the set of descriptors it already waits on (its latch).
@@ -16,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::fair::FairQueue;
+use crate::fair::{FairQueue, Lane, LaneCaps};
 use crate::http::{Client, Outcome, OutcomeKind, Request};
 use crate::wire::OwnedMessage;
 
@@ -53,8 +56,9 @@ pub struct JobResult {
     pub outcome: Option<Outcome>,
 }
 
-/// How many jobs may run at once: in all, per key, and per slow key.
-#[derive(Debug, Clone, Copy)]
+/// How many jobs may run at once: in all, per key, per slow key, and for slow and new keys
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     pub total: usize,
     pub per_key: usize,
@@ -63,6 +67,56 @@ pub struct Caps {
     /// keys can never hold every thread.
     pub slow_after: Duration,
     pub per_slow_key: usize,
+    /// Slow keys, and new keys (none of their attempts has finished yet, so they may hang),
+    /// run at most this many jobs at once all together: however many of them there are, the
+    /// rest of the threads stay free for the keys known to answer fast.
+    pub slow_and_new: usize,
+}
+
+impl Caps {
+    /// The caps of a pool of `concurrency` threads whose attempts time out after `timeout`.
+    pub fn for_concurrency(concurrency: usize, timeout: Duration) -> Caps {
+        let total = concurrency.max(1);
+        Caps {
+            total,
+            // One key may use half the threads, so a slow one leaves room for the rest.
+            per_key: total.div_ceil(2),
+            // Hanging, or answering near the limit.
+            slow_after: timeout / 2,
+            // An eighth each: a few slow keys can never take the whole slow-and-new budget.
+            per_slow_key: (total / 8).max(1),
+            // The other half (at least `per_key`) is kept for the keys known to be fast: a fast
+            // key keeps the share it has alone whatever hangs. A new key alone still gets its
+            // full share, and leaves the budget when its first attempt finishes fast.
+            slow_and_new: (total / 2).max(1),
+        }
+    }
+
+    fn checked(caps: Caps) -> Caps {
+        Caps {
+            total: caps.total.max(1),
+            per_key: caps.per_key.max(1),
+            slow_after: caps.slow_after,
+            per_slow_key: caps.per_slow_key.max(1),
+            slow_and_new: caps.slow_and_new.max(1),
+        }
+    }
+
+    fn lane_caps(&self) -> LaneCaps {
+        let mut caps = LaneCaps::uniform(self.total, self.per_key);
+        caps.per_key[Lane::Slow as usize] = self.per_slow_key;
+        caps.new_and_slow = self.slow_and_new;
+        caps
+    }
+
+    /// The lane of a key whose attempts average `average_ms`.
+    fn lane(&self, average_ms: f64) -> Lane {
+        if average_ms >= self.slow_after.as_secs_f64() * 1000.0 {
+            Lane::Slow
+        } else {
+            Lane::Fast
+        }
+    }
 }
 
 /// A key's recent attempts, as the pool has seen them.
@@ -81,33 +135,59 @@ const PACE_SMOOTHING: f64 = 0.2;
 struct Dispatch {
     queue: FairQueue<Job>,
     caps: Caps,
-    /// Average attempt duration per key (milliseconds), moved by every finished attempt.
+    /// `caps` as the queue takes them.
+    lane_caps: LaneCaps,
+    /// Average attempt duration per key (milliseconds), moved by every finished attempt. A
+    /// key without one is new (in `Lane::New`); the others are in the lane their average
+    /// puts them in.
     pace: HashMap<i64, f64>,
     closed: bool,
 }
 
 impl Dispatch {
-    fn start_next(&mut self) -> Option<Job> {
-        let (caps, pace) = (self.caps, &self.pace);
-        let slow_ms = caps.slow_after.as_secs_f64() * 1000.0;
-        self.queue
-            .start_next_capped(caps.total, |key| match pace.get(&key) {
-                Some(&ms) if ms >= slow_ms => caps.per_slow_key,
-                _ => caps.per_key,
-            })
-            .map(|(_, job)| job)
+    fn new(caps: Caps) -> Dispatch {
+        let caps = Caps::checked(caps);
+        Dispatch {
+            queue: FairQueue::default(),
+            caps,
+            lane_caps: caps.lane_caps(),
+            pace: HashMap::new(),
+            closed: false,
+        }
     }
 
-    /// A job of `key` finished after `duration` (None: it was not started).
-    fn finished(&mut self, key: i64, duration: Option<Duration>) {
+    fn start_next(&mut self) -> Option<Job> {
+        self.queue.start_next(&self.lane_caps).map(|(_, job)| job)
+    }
+
+    /// A job of `key` finished after `duration` (None: it was not started). Returns whether
+    /// the key changed lanes (which may let more than one job start).
+    fn finished(&mut self, key: i64, duration: Option<Duration>) -> bool {
         self.queue.finished(key);
-        if let Some(duration) = duration {
-            let ms = duration.as_secs_f64() * 1000.0;
-            self.pace
-                .entry(key)
-                .and_modify(|average| *average += (ms - *average) * PACE_SMOOTHING)
-                .or_insert(ms);
-        }
+        let Some(duration) = duration else {
+            return false;
+        };
+        let ms = duration.as_secs_f64() * 1000.0;
+        let average = *self
+            .pace
+            .entry(key)
+            .and_modify(|average| *average += (ms - *average) * PACE_SMOOTHING)
+            .or_insert(ms);
+        self.queue.set_lane(key, self.caps.lane(average))
+    }
+
+    fn set_caps(&mut self, caps: Caps) {
+        self.caps = Caps::checked(caps);
+        self.lane_caps = self.caps.lane_caps();
+        // `slow_after` may have moved: every known key's lane again.
+        let caps = self.caps;
+        let lanes = self.pace.iter().map(|(&key, &ms)| (key, caps.lane(ms)));
+        self.queue.set_lanes(lanes.collect());
+    }
+
+    fn forget_keys(&mut self) {
+        self.pace.clear();
+        self.queue.set_lanes(HashMap::new());
     }
 }
 
@@ -147,12 +227,7 @@ impl Pool {
         let threads = threads.max(1);
         let pool = Pool {
             shared: Arc::new(Shared {
-                dispatch: Mutex::new(Dispatch {
-                    queue: FairQueue::default(),
-                    caps: Caps::checked(caps),
-                    pace: HashMap::new(),
-                    closed: false,
-                }),
+                dispatch: Mutex::new(Dispatch::new(caps)),
                 job_ready: Condvar::new(),
                 results: Mutex::new(Vec::new()),
                 wake_pending: AtomicBool::new(false),
@@ -194,29 +269,36 @@ impl Pool {
 
     /// New caps (after a settings reload).
     pub fn set_caps(&self, caps: Caps) {
-        lock(&self.shared.dispatch).caps = Caps::checked(caps);
+        lock(&self.shared.dispatch).set_caps(caps);
         self.shared.job_ready.notify_all();
     }
 
-    /// Forget what was learnt about the keys' pace (their ids now mean other endpoints).
+    /// Forget what was learnt about the keys' pace (their ids now mean other endpoints): they
+    /// are all new again.
     pub fn forget_keys(&self) {
-        lock(&self.shared.dispatch).pace.clear();
+        lock(&self.shared.dispatch).forget_keys();
         self.shared.job_ready.notify_all();
     }
 
     /// How fast `key`'s attempts have gone (None until one finished).
     pub fn pace(&self, key: i64) -> Option<Pace> {
         let dispatch = lock(&self.shared.dispatch);
-        let slow_ms = dispatch.caps.slow_after.as_secs_f64() * 1000.0;
         dispatch.pace.get(&key).map(|&ms| Pace {
             average: Duration::from_secs_f64(ms / 1000.0),
-            slow: ms >= slow_ms,
+            slow: dispatch.caps.lane(ms) == Lane::Slow,
         })
     }
 
     /// Whether `key` runs under the slow cap now.
     pub fn is_slow(&self, key: i64) -> bool {
         self.pace(key).is_some_and(|pace| pace.slow)
+    }
+
+    /// How many jobs of `key` may run at once now (`Caps::per_slow_key` if it is slow,
+    /// else `Caps::per_key`), the slow-and-new budget aside.
+    pub fn cap(&self, key: i64) -> usize {
+        let dispatch = lock(&self.shared.dispatch);
+        dispatch.lane_caps.per_key[dispatch.queue.lane(key) as usize]
     }
 
     /// The results that are ready, without waiting.
@@ -298,17 +380,6 @@ impl Drop for Pool {
     }
 }
 
-impl Caps {
-    fn checked(caps: Caps) -> Caps {
-        Caps {
-            total: caps.total.max(1),
-            per_key: caps.per_key.max(1),
-            slow_after: caps.slow_after,
-            per_slow_key: caps.per_slow_key.max(1),
-        }
-    }
-}
-
 fn work(shared: &Shared) {
     let mut finished = None;
     loop {
@@ -317,7 +388,11 @@ fn work(shared: &Shared) {
             // The finished attempt's pace counts before this thread takes its next job: a
             // key that just turned slow gets no more than its slow cap from here on.
             if let Some((key, duration)) = finished.take() {
-                dispatch.finished(key, duration);
+                if dispatch.finished(key, duration) {
+                    // A new key found fast takes its running jobs out of the slow-and-new
+                    // budget: room for more than the one job this thread takes next.
+                    shared.job_ready.notify_all();
+                }
             }
             loop {
                 if dispatch.closed {
@@ -430,7 +505,7 @@ impl Drop for SignalsBlocked {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
     use super::*;
@@ -486,6 +561,7 @@ mod tests {
             per_key,
             slow_after: Duration::from_secs(3600),
             per_slow_key: 1,
+            slow_and_new: total,
         }
     }
 
@@ -505,6 +581,16 @@ mod tests {
         let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
         assert!(ready >= 0, "poll failed: {}", io::Error::last_os_error());
         ready == 1
+    }
+
+    /// A thread records its attempt's pace when it next takes the dispatch lock, just after
+    /// handing over the result: polls `done` until then.
+    fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done() {
+            assert!(Instant::now() < deadline, "not done before the deadline");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Collects `count` results, waiting on the wake-up descriptor between drains.
@@ -705,11 +791,12 @@ mod tests {
             per_key: 2,
             slow_after: Duration::from_millis(150),
             per_slow_key: 1,
+            slow_and_new: 4,
         };
         let pool = Pool::new(4, caps, client).unwrap();
         pool.submit_all((1..=6).map(|id| keyed_job(id, 1, silent.url("/"))));
         let hung = collect(&pool, 4);
-        assert!(pool.is_slow(1));
+        wait_until(|| pool.is_slow(1));
         assert!(!pool.is_slow(2));
         // The fast key gets the threads the hanging one no longer may take.
         pool.submit_all((10..20).map(|id| keyed_job(id, 2, fast.url("/"))));
@@ -733,6 +820,298 @@ mod tests {
         }
         let fast_results = rest.iter().filter(|r| r.key == 2).count();
         assert_eq!(fast_results, 10);
+    }
+
+    /// The isolation tests compare throughputs: one at a time, so they take no CPU from each
+    /// other's windows.
+    static ISOLATION: Mutex<()> = Mutex::new(());
+
+    const FAST_KEY: i64 = 1_000;
+    /// Keys 1..=HANGING_KEYS go to a receiver that never answers.
+    const HANGING_KEYS: i64 = 100;
+    /// Jobs each hanging key keeps queued, as the worker claims ahead for a slow endpoint.
+    const HANGING_DEPTH: usize = 8;
+    const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+    const WINDOW: Duration = Duration::from_millis(1500);
+
+    /// What the fast key got done in one window.
+    #[derive(Debug)]
+    struct Window {
+        completed: usize,
+        /// The longest a fast job waited to start (for one still queued at the end: so far).
+        longest_wait: Duration,
+    }
+
+    /// Keeps the fast key, and the hanging keys once added, supplied with jobs the way the
+    /// worker does: a few claimed ahead each, topped up as results come back.
+    struct Traffic {
+        pool: Pool,
+        fast_url: String,
+        hang_url: String,
+        fast_depth: usize,
+        /// The fast key's jobs not back yet: when each was submitted.
+        fast_out: HashMap<i64, SystemTime>,
+        /// Jobs not back yet per hanging key.
+        hanging_out: HashMap<i64, usize>,
+        next_id: i64,
+    }
+
+    impl Traffic {
+        fn new(pool: Pool, fast: &TestServer, silent: &TestServer, fast_depth: usize) -> Traffic {
+            Traffic {
+                pool,
+                fast_url: fast.url("/"),
+                hang_url: silent.url("/"),
+                fast_depth,
+                fast_out: HashMap::new(),
+                hanging_out: HashMap::new(),
+                next_id: 0,
+            }
+        }
+
+        fn add_hanging_keys(&mut self) {
+            self.hanging_out
+                .extend((1..=HANGING_KEYS).map(|key| (key, 0)));
+        }
+
+        fn top_up(&mut self) {
+            let mut jobs = Vec::new();
+            while self.fast_out.len() < self.fast_depth {
+                self.next_id += 1;
+                self.fast_out.insert(self.next_id, SystemTime::now());
+                jobs.push(keyed_job(self.next_id, FAST_KEY, self.fast_url.clone()));
+            }
+            for (&key, out) in &mut self.hanging_out {
+                while *out < HANGING_DEPTH {
+                    *out += 1;
+                    self.next_id += 1;
+                    jobs.push(keyed_job(self.next_id, key, self.hang_url.clone()));
+                }
+            }
+            self.pool.submit_all(jobs);
+        }
+
+        fn run(&mut self, window: Duration) -> Window {
+            let end = Instant::now() + window;
+            let mut measured = Window {
+                completed: 0,
+                longest_wait: Duration::ZERO,
+            };
+            loop {
+                self.top_up();
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if !readable(self.pool.wake_fd(), left) {
+                    continue;
+                }
+                for result in self.pool.try_results() {
+                    if result.key != FAST_KEY {
+                        *self.hanging_out.get_mut(&result.key).unwrap() -= 1;
+                        continue;
+                    }
+                    assert!(outcome(&result).is_success(), "{:?}", result.outcome);
+                    let submitted = self.fast_out.remove(&result.delivery_id).unwrap();
+                    let waited = result
+                        .started_at
+                        .duration_since(submitted)
+                        .unwrap_or_default();
+                    measured.completed += 1;
+                    measured.longest_wait = measured.longest_wait.max(waited);
+                }
+            }
+            let now = SystemTime::now();
+            for submitted in self.fast_out.values() {
+                let waited = now.duration_since(*submitted).unwrap_or_default();
+                measured.longest_wait = measured.longest_wait.max(waited);
+            }
+            measured
+        }
+    }
+
+    fn silent_server() -> TestServer {
+        TestServer::http(|_, stream| {
+            let _ = stream.read(&mut [0]);
+        })
+    }
+
+    fn short_timeout_client() -> Client {
+        Client::new(
+            Limits {
+                timeout: ATTEMPT_TIMEOUT,
+                max_response_bytes: 1024,
+            },
+            NetworkPolicy::parse("127.0.0.1/32").unwrap(),
+        )
+    }
+
+    /// The fast key alone for a window, then with the hanging keys for a window: it must keep
+    /// half of its throughput, and none of its jobs may wait a second.
+    fn assert_isolated(traffic: &mut Traffic) {
+        let alone = traffic.run(WINDOW);
+        traffic.add_hanging_keys();
+        let hung = traffic.run(WINDOW);
+        eprintln!("fast key alone: {alone:?}; beside {HANGING_KEYS} hanging keys: {hung:?}");
+        assert!(
+            alone.completed >= 100,
+            "too few fast jobs alone to compare: {alone:?}"
+        );
+        assert!(
+            hung.completed * 2 >= alone.completed,
+            "the fast key did {} jobs beside {HANGING_KEYS} hanging keys, {} alone",
+            hung.completed,
+            alone.completed
+        );
+        assert!(
+            hung.longest_wait < Duration::from_secs(1),
+            "a fast job waited {:?} beside {HANGING_KEYS} hanging keys",
+            hung.longest_wait
+        );
+        let hanging_started: usize = traffic.hanging_out.values().sum();
+        assert!(hanging_started > 0);
+    }
+
+    #[test]
+    fn a_hundred_keys_known_to_hang_leave_a_fast_key_its_throughput() {
+        let _one_at_a_time = lock(&ISOLATION);
+        let (fast, silent) = (echo_server(), silent_server());
+        let threads = 32;
+        let caps = Caps::for_concurrency(threads, ATTEMPT_TIMEOUT);
+        let pool = Pool::new(threads, caps, short_timeout_client()).unwrap();
+        // Each hanging key times out once, all at the same time (the warm-up is not what is
+        // measured), so that they are all known slow when the measure starts.
+        pool.set_caps(Caps {
+            slow_and_new: threads,
+            ..caps
+        });
+        pool.submit_all((1..=HANGING_KEYS).map(|key| keyed_job(-key, key, silent.url("/"))));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut timed_out = 0;
+        while timed_out < HANGING_KEYS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(readable(pool.wake_fd(), left), "{timed_out} timed out");
+            timed_out += pool.try_results().len() as i64;
+        }
+        wait_until(|| (1..=HANGING_KEYS).all(|key| pool.is_slow(key)));
+        assert_eq!(pool.cap(1), caps.per_slow_key);
+        pool.set_caps(caps);
+        let mut traffic = Traffic::new(pool, &fast, &silent, 2 * caps.per_key);
+        assert_isolated(&mut traffic);
+        assert!(!traffic.pool.is_slow(FAST_KEY));
+        assert_eq!(traffic.pool.cap(FAST_KEY), caps.per_key);
+    }
+
+    #[test]
+    fn a_hundred_new_keys_that_hang_leave_a_fast_key_its_throughput() {
+        let _one_at_a_time = lock(&ISOLATION);
+        let (fast, silent) = (echo_server(), silent_server());
+        let threads = 8;
+        let caps = Caps::for_concurrency(threads, ATTEMPT_TIMEOUT);
+        let pool = Pool::new(threads, caps, short_timeout_client()).unwrap();
+        let mut traffic = Traffic::new(pool, &fast, &silent, 2 * caps.per_key);
+        assert_isolated(&mut traffic);
+        // Only the first of them to start (within the budget) timed out in the window: the
+        // others were new throughout.
+        let known = (1..=HANGING_KEYS)
+            .filter(|&key| traffic.pool.pace(key).is_some())
+            .count();
+        assert!(known <= caps.slow_and_new, "{known} timed out");
+    }
+
+    #[test]
+    fn a_new_key_alone_runs_its_full_share_at_once() {
+        let silent = silent_server();
+        let caps = Caps::for_concurrency(32, ATTEMPT_TIMEOUT);
+        let pool = Pool::new(32, caps, short_timeout_client()).unwrap();
+        pool.submit_all((0..100).map(|id| keyed_job(id, 7, silent.url("/"))));
+        // Nothing finishes before the timeout: all that run started as a new key's.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while silent.connections() < caps.per_key && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(silent.connections(), caps.per_key);
+        assert_eq!(pool.waiting(), 100 - caps.per_key);
+    }
+
+    #[test]
+    fn a_new_key_found_fast_runs_its_full_share_at_once() {
+        let server = TestServer::http(|_, stream| {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = stream.write_all(&response("200 OK", &[], b""));
+        });
+        // One job of a new key at a time; known fast (under 2 s), four.
+        let caps = Caps {
+            total: 4,
+            per_key: 4,
+            slow_after: Duration::from_secs(2),
+            per_slow_key: 1,
+            slow_and_new: 1,
+        };
+        let pool = Pool::new(4, caps, client("127.0.0.1/32")).unwrap();
+        pool.submit_all((1..=4).map(|id| job(id, server.url("/"))));
+        let mut results = collect(&pool, 4);
+        results.sort_by_key(|r| r.started_at);
+        assert!(results[0].started_at + Duration::from_millis(300) <= results[1].started_at);
+        // The three others start together once the first is back, not one after another.
+        let spread = results[3]
+            .started_at
+            .duration_since(results[1].started_at)
+            .unwrap();
+        assert!(spread < Duration::from_millis(250), "{spread:?}");
+    }
+
+    #[test]
+    fn caps_for_concurrency_keep_half_the_threads_for_fast_keys() {
+        let caps = Caps::for_concurrency(32, Duration::from_secs(5));
+        assert_eq!(
+            caps,
+            Caps {
+                total: 32,
+                per_key: 16,
+                slow_after: Duration::from_millis(2500),
+                per_slow_key: 4,
+                slow_and_new: 16,
+            }
+        );
+        for concurrency in 0..=64 {
+            let caps = Caps::for_concurrency(concurrency, Duration::from_secs(1));
+            assert!(caps.per_slow_key >= 1 && caps.slow_and_new >= 1);
+            if concurrency >= 2 {
+                // What slow and new keys leave is at least a fast key's own cap.
+                assert!(caps.total - caps.slow_and_new >= caps.per_key);
+            }
+        }
+    }
+
+    #[test]
+    fn new_caps_move_keys_between_lanes() {
+        let server = TestServer::http(|_, stream| {
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = stream.write_all(&response("200 OK", &[], b""));
+        });
+        let caps = Caps {
+            total: 8,
+            per_key: 4,
+            slow_after: Duration::from_secs(1),
+            per_slow_key: 1,
+            slow_and_new: 4,
+        };
+        let pool = Pool::new(8, caps, client("127.0.0.1/32")).unwrap();
+        assert_eq!(pool.cap(5), 4, "a new key");
+        pool.submit(keyed_job(1, 5, server.url("/")));
+        collect(&pool, 1);
+        wait_until(|| pool.pace(5).is_some());
+        assert_eq!(pool.cap(5), 4);
+        pool.set_caps(Caps {
+            slow_after: Duration::from_millis(50),
+            ..caps
+        });
+        assert!(pool.is_slow(5));
+        assert_eq!(pool.cap(5), 1);
+        pool.forget_keys();
+        assert!(pool.pace(5).is_none());
+        assert_eq!(pool.cap(5), 4);
     }
 
     #[test]
