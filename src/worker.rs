@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use webhook_delivery::http::Client;
-use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pool};
+use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pace, Pool};
 
 use crate::attempt;
 use crate::settings;
@@ -37,6 +37,10 @@ const HEALTH_REFRESH: Duration = Duration::from_secs(1);
 /// Most deliveries claimed in one transaction, and held claimed at once.
 const MAX_CLAIM_BATCH: usize = 1_000;
 const MAX_OUTSTANDING: usize = 2_048;
+/// Most of those held for endpoints not known to answer fast (slow ones, and new ones until
+/// an attempt finished), so that however many hang the rest stays for the fast ones. One
+/// claim round may go past it by up to MAX_CLAIM_BATCH.
+const MAX_OUTSTANDING_NOT_FAST: usize = MAX_OUTSTANDING / 4;
 /// Claim ahead for an endpoint what it gets through in this long, within these bounds.
 const QUEUE_HORIZON: Duration = Duration::from_millis(500);
 const MAX_DEPTH_PER_WEBHOOK: usize = 1_024;
@@ -234,7 +238,8 @@ impl Worker {
         self.timeout = settings::timeout();
         self.schedule = settings::retry_schedule();
         self.pool.grow(self.concurrency);
-        self.pool.set_caps(caps(self.concurrency, self.timeout));
+        self.pool
+            .set_caps(Caps::for_concurrency(self.concurrency, self.timeout));
         self.pool
             .set_client(Client::new(settings::limits(), settings::network_policy()));
         wake::publish_settings(&settings::effective_json());
@@ -311,11 +316,34 @@ impl Worker {
             // Nothing to claim: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
-        let default_room = self.depth(None) as i32;
-        let rooms: Vec<(i64, i32)> = self
+        let endpoints: Vec<(i64, usize, Option<Pace>)> = self
             .endpoints
             .iter()
-            .map(|(&id, e)| (id, self.depth(Some(id)) as i32 - e.outstanding as i32))
+            .map(|(&id, e)| (id, e.outstanding, self.pool.pace(id)))
+            .collect();
+        // Endpoints not known to be fast get no more claims while they hold their share.
+        let not_fast = |pace: Option<Pace>| pace.is_none_or(|pace| pace.slow);
+        let not_fast_outstanding: usize = endpoints
+            .iter()
+            .filter(|&&(_, _, pace)| not_fast(pace))
+            .map(|&(_, outstanding, _)| outstanding)
+            .sum();
+        let not_fast_full = not_fast_outstanding >= MAX_OUTSTANDING_NOT_FAST;
+        let default_room = if not_fast_full {
+            0
+        } else {
+            self.depth(None) as i32
+        };
+        let rooms: Vec<(i64, i32)> = endpoints
+            .iter()
+            .map(|&(id, outstanding, pace)| {
+                let room = if not_fast_full && not_fast(pace) {
+                    0
+                } else {
+                    self.depth(pace) as i32 - outstanding as i32
+                };
+                (id, room)
+            })
             .collect();
         let lease = settings::lease();
         let plan = RoundPlan {
@@ -541,13 +569,14 @@ impl Worker {
 
     /// How many deliveries of an endpoint to hold claimed at once: enough that its threads
     /// never wait for the next claim, few enough that the last one starts within
-    /// QUEUE_HORIZON (and always within its lease). Unknown endpoints start at two rounds.
-    /// The pace is the pool's: its threads time every attempt.
-    fn depth(&self, webhook_id: Option<i64>) -> usize {
-        let pace = webhook_id.and_then(|id| self.pool.pace(id));
+    /// QUEUE_HORIZON (and always within its lease). `pace` is the pool's (its threads time
+    /// every attempt); an endpoint without one yet may hang, so it gets two rounds of a slow
+    /// one's cap (once an attempt is back fast, the next round claims its full depth).
+    fn depth(&self, pace: Option<Pace>) -> usize {
+        let caps = Caps::for_concurrency(self.concurrency, self.timeout);
         let cap = match pace {
-            Some(pace) if pace.slow => slow_cap(self.concurrency),
-            _ => running_cap(self.concurrency),
+            Some(pace) if !pace.slow => caps.per_key,
+            _ => caps.per_slow_key,
         };
         let rounds = match pace {
             Some(pace) => QUEUE_HORIZON.as_secs_f64() / pace.average.as_secs_f64().max(1e-5),
@@ -584,31 +613,9 @@ impl Worker {
 fn new_pool(concurrency: usize) -> std::io::Result<Pool> {
     Pool::new(
         concurrency,
-        caps(concurrency, settings::timeout()),
+        Caps::for_concurrency(concurrency, settings::timeout()),
         Client::new(settings::limits(), settings::network_policy()),
     )
-}
-
-/// One endpoint may use half the threads; one whose attempts take half the timeout or more
-/// on average (hanging, or answering at the limit) an eighth, so a few such endpoints can
-/// never hold them all.
-fn caps(concurrency: usize, timeout: Duration) -> Caps {
-    Caps {
-        total: concurrency,
-        per_key: running_cap(concurrency),
-        slow_after: timeout / 2,
-        per_slow_key: slow_cap(concurrency),
-    }
-}
-
-/// One endpoint may use at most half the threads, so a slow one leaves room for the rest.
-fn running_cap(concurrency: usize) -> usize {
-    concurrency.div_ceil(2).max(1)
-}
-
-/// An endpoint whose attempts take about as long as the timeout gets an eighth of them.
-fn slow_cap(concurrency: usize) -> usize {
-    (concurrency / 8).max(1)
 }
 
 /// What one claim round found.

@@ -447,3 +447,85 @@ fn hostile_database_and_role_defaults_change_nothing_for_the_worker() {
         worker_complaints(&cluster)
     );
 }
+
+/// Emits `count` events for `event`'s webhook in one transaction and returns the rate at which
+/// `receiver` got them (events per second, from the commit to the last receipt).
+fn drain_rate(db: &mut Client, receiver: &Receiver, event: &str, count: usize) -> f64 {
+    let before = receiver.count();
+    db.execute(
+        "SELECT webhook_emit($1, jsonb_build_object('n', g)) FROM generate_series(1, $2::int) g",
+        &[&event, &(count as i32)],
+    )
+    .unwrap();
+    let committed = Instant::now();
+    receiver.wait_for(before + count, DEADLINE);
+    count as f64 / committed.elapsed().as_secs_f64()
+}
+
+#[test]
+fn a_fast_endpoint_keeps_its_pace_next_to_a_hundred_that_hang() {
+    let cluster = Cluster::start("hundred", "webhook.timeout = '3s'");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let fast = Receiver::always(Reply::ok());
+    let hanging = Receiver::always(Reply::Hang);
+    db.execute(
+        "SELECT webhook_create($1, 'k', '{rapido.*}')",
+        &[&fast.url()],
+    )
+    .unwrap();
+    db.execute(
+        "SELECT webhook_create($1, 'k', ARRAY['morto' || g || '.*']) FROM generate_series(1, 100) g",
+        &[&hanging.url()],
+    )
+    .unwrap();
+
+    let alone = drain_rate(&mut db, &fast, "rapido.lote", 2_000);
+    // Every hanging endpoint gets work the worker knows nothing about yet...
+    db.batch_execute(
+        "SELECT webhook_emit('morto' || w || '.x', jsonb_build_object('n', g))
+           FROM generate_series(1, 100) w, generate_series(1, 10) g",
+    )
+    .unwrap();
+    // ... and holds threads until its attempts time out.
+    wait_until("the hanging receiver to hold connections", DEADLINE, || {
+        (hanging.connections() >= 16).then_some(())
+    });
+    let beside = drain_rate(&mut db, &fast, "rapido.lote", 2_000);
+    // Single events at a steady pace meanwhile: commit to receipt.
+    let mut latencies = Vec::new();
+    for n in 0..40 {
+        let before = fast.count();
+        db.execute(
+            "SELECT webhook_emit('rapido.um', jsonb_build_object('n', $1::int))",
+            &[&n],
+        )
+        .unwrap();
+        let committed = SystemTime::now();
+        let got = fast.wait_for(before + 1, DEADLINE);
+        let received = got.last().unwrap().received_at;
+        latencies.push(received.duration_since(committed).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() - 1];
+    let still_hanging = query_i64(
+        &mut db,
+        "SELECT count(*) FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id \
+          WHERE w.url = (SELECT url FROM webhook WHERE events = '{morto1.*}') \
+            AND d.status IN ('pending', 'delivering')",
+    );
+    assert!(
+        beside >= alone * 0.5,
+        "next to 100 hanging endpoints the fast one got {beside:.0}/s, alone {alone:.0}/s"
+    );
+    assert!(
+        p99 < Duration::from_secs(1),
+        "commit-to-receipt p99 {p99:?} next to 100 hanging endpoints (p50 {:?})",
+        latencies[latencies.len() / 2]
+    );
+    assert!(
+        still_hanging > 0,
+        "the hanging endpoints were still being tried during the measurement"
+    );
+}
