@@ -1,4 +1,4 @@
-//! Every `webhook.*` setting (SPEC §2), with a typed accessor. Reloadable settings are
+//! Every `webhook.*` setting (docs/REFERENCE.md, "Settings"), with a typed accessor. Reloadable settings are
 //! `PGC_SUSET`: the config file and `pg_reload_conf()` change them, and a superuser may
 //! override them in a session (which only affects `webhook_retry`/`webhook_ping` there).
 
@@ -12,18 +12,25 @@ use webhook_delivery::http::Limits;
 use webhook_delivery::policy::NetworkPolicy;
 use webhook_delivery::schedule;
 
-pub static DATABASE: GucSetting<Option<CString>> =
+/// `webhook.database`: the database whose queue the worker serves (restart to change).
+static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
-pub static TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
-pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =
+/// `webhook.timeout`: the whole of one attempt (connect, send, receive), in milliseconds.
+static TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+/// `webhook.retry_schedule`: the delay before each attempt; its length is the number of attempts.
+static RETRY_SCHEDULE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"0s,1min,5min,15min,1h"));
-pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
-pub static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
-pub static ALLOWED_NETWORKS: GucSetting<Option<CString>> =
+/// `webhook.concurrency`: HTTP requests in flight at once (the worker's HTTP threads).
+static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
+/// `webhook.max_response_bytes`: response body bytes read and stored per attempt.
+static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+/// `webhook.allowed_networks`: CIDRs exempt from the private-address block.
+static ALLOWED_NETWORKS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
-pub static DISABLE_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(20);
-pub static RETENTION: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"7 days"));
+/// `webhook.disable_after_failures`: consecutive failed deliveries that disable a webhook (0: never).
+static DISABLE_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(20);
+/// `webhook.retention`: finished deliveries older than this are purged by the worker.
+static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
 pub fn init() {
     // A postmaster-level setting can only be defined while preloading; without preload there
@@ -92,6 +99,8 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+    // SAFETY: as above, for the hooks; MarkGUCPrefixReserved only reads the NUL-terminated
+    // prefix, while the library loads.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"webhook.allowed_networks",
@@ -115,6 +124,9 @@ pub fn init() {
             None,
             None,
         );
+        // Any other `webhook.` name (a typo such as webhook.retry_shedule in postgresql.conf)
+        // is reported with a WARNING instead of silently ignored, and refused by SET.
+        pg_sys::MarkGUCPrefixReserved(c"webhook".as_ptr());
     }
 }
 

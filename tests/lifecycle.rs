@@ -119,3 +119,31 @@ fn drop_extension_in_the_middle_of_a_drain_waits_for_the_worker_instead_of_deadl
             .join("\n")
     );
 }
+
+#[test]
+fn a_misspelt_webhook_setting_is_reported_not_silently_ignored() {
+    let cluster = Cluster::start(
+        "typo",
+        "log_min_messages = warning\nwebhook.retry_shedule = '1min'",
+    );
+    let mut db = cluster.connect();
+    wait_until("the worker to start", DEADLINE, || worker_pid(&mut db));
+    let log = cluster.server_log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("WARNING") && line.contains("\"webhook.retry_shedule\"")),
+        "the server log does not warn about webhook.retry_shedule:\n{log}"
+    );
+    let error = db
+        .batch_execute("SET webhook.retry_shedule = '1s'")
+        .expect_err("a misspelt webhook. setting is refused by SET");
+    assert_eq!(
+        error.code(),
+        Some(&postgres::error::SqlState::INVALID_NAME),
+        "{}",
+        db_message(&error)
+    );
+    // The real one is still taken.
+    db.batch_execute("SET webhook.retry_schedule = '1s'")
+        .unwrap();
+}

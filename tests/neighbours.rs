@@ -65,6 +65,10 @@ fn wait_for_count(db: &mut Client, what: &str, sql: &str, expected: impl Fn(i64)
     });
 }
 
+/// Settings of the clusters whose log is searched for complaints: the harness logs from LOG
+/// up, which leaves WARNING and ERROR out.
+const LOG_COMPLAINTS: &str = "log_min_messages = warning";
+
 /// The worker's own WARNING and ERROR lines in the server log.
 fn worker_complaints(cluster: &Cluster) -> Vec<String> {
     cluster
@@ -78,7 +82,7 @@ fn worker_complaints(cluster: &Cluster) -> Vec<String> {
 
 #[test]
 fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_unprivileged() {
-    let cluster = Cluster::start("searchpath", "");
+    let cluster = Cluster::start("searchpath", LOG_COMPLAINTS);
     let mut admin = careful_session(&cluster);
     admin
         .batch_execute(
@@ -365,7 +369,8 @@ fn hostile_database_and_role_defaults_change_nothing_for_the_worker() {
     // takes its defaults from.
     let cluster = Cluster::start(
         "defaults",
-        "default_transaction_isolation = 'serializable'
+        "log_min_messages = warning
+         default_transaction_isolation = 'serializable'
          DateStyle = 'SQL, DMY'
          IntervalStyle = 'iso_8601'
          TimeZone = 'Pacific/Chatham'",

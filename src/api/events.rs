@@ -6,7 +6,7 @@ use webhook_delivery::{envelope, validate};
 use super::{refuse, refuse_null};
 use crate::wake;
 
-/// The exact JSON body of an event (SPEC §5); validates the event name.
+/// The exact JSON body of an event (docs/REFERENCE.md, "Wire format"); validates the event name.
 #[pg_extern(immutable, parallel_safe)]
 fn webhook_envelope(
     event_id: &str,
