@@ -80,7 +80,11 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
         Ok(worker) => worker,
         Err(e) => {
             wake::report_error(&format!("cannot start the HTTP pool: {e}"));
-            error!("webhook_ext worker: cannot start the HTTP pool: {e}");
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+                format!("webhook_ext worker: cannot start the HTTP pool: {e}")
+            );
         }
     };
     worker.run();
@@ -321,7 +325,8 @@ impl Worker {
             .iter()
             .map(|(&id, e)| (id, e.outstanding, self.pool.pace(id)))
             .collect();
-        // Endpoints not known to be fast get no more claims while they hold their share.
+        // Endpoints not known to be fast get no more claims while they hold their share, but
+        // one that holds none may still send a few: that is how a new endpoint shows it is fast.
         let not_fast = |pace: Option<Pace>| pace.is_none_or(|pace| pace.slow);
         let not_fast_outstanding: usize = endpoints
             .iter()
@@ -329,18 +334,19 @@ impl Worker {
             .map(|&(_, outstanding, _)| outstanding)
             .sum();
         let not_fast_full = not_fast_outstanding >= MAX_OUTSTANDING_NOT_FAST;
+        let probe = Caps::for_concurrency(self.concurrency, self.timeout).per_slow_key as i32;
         let default_room = if not_fast_full {
-            0
+            probe
         } else {
             self.depth(None) as i32
         };
         let rooms: Vec<(i64, i32)> = endpoints
             .iter()
             .map(|&(id, outstanding, pace)| {
-                let room = if not_fast_full && not_fast(pace) {
-                    0
-                } else {
-                    self.depth(pace) as i32 - outstanding as i32
+                let room = match (not_fast_full && not_fast(pace), outstanding) {
+                    (true, 0) => probe,
+                    (true, _) => 0,
+                    (false, _) => self.depth(pace) as i32 - outstanding as i32,
                 };
                 (id, room)
             })
@@ -428,8 +434,13 @@ impl Worker {
                 }
                 if maintenance_due {
                     self.last_maintenance = Some(Instant::now());
-                    // Forget idle endpoints (deleted webhooks among them).
-                    self.endpoints.retain(|_, e| e.outstanding > 0);
+                    // Forget idle endpoints (deleted webhooks among them), but not one the pool
+                    // knows to be fast: forgotten, it would count as new, and get only a probe's
+                    // room while slow endpoints hold their share.
+                    let pool = &self.pool;
+                    self.endpoints.retain(|&id, e| {
+                        e.outstanding > 0 || pool.pace(id).is_some_and(|pace| !pace.slow)
+                    });
                 }
                 if purge_due {
                     self.purge_behind = claimed.purged >= PURGE_BATCH as u64;

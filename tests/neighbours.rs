@@ -497,9 +497,10 @@ fn a_fast_endpoint_keeps_its_pace_next_to_a_hundred_that_hang() {
         (hanging.connections() >= 16).then_some(())
     });
     let beside = drain_rate(&mut db, &fast, "rapido.lote", 2_000);
-    // Single events at a steady pace meanwhile: commit to receipt.
+    // Single events now and then meanwhile, for two of the worker's maintenance intervals
+    // (5 s: it forgets what it learnt of endpoints that hold no claim): commit to receipt.
     let mut latencies = Vec::new();
-    for n in 0..40 {
+    for n in 0..15 {
         let before = fast.count();
         db.execute(
             "SELECT webhook_emit('rapido.um', jsonb_build_object('n', $1::int))",
@@ -510,7 +511,7 @@ fn a_fast_endpoint_keeps_its_pace_next_to_a_hundred_that_hang() {
         let got = fast.wait_for(before + 1, DEADLINE);
         let received = got.last().unwrap().received_at;
         latencies.push(received.duration_since(committed).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(700));
     }
     latencies.sort();
     let p99 = latencies[latencies.len() - 1];

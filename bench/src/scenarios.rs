@@ -1706,7 +1706,13 @@ impl Bench {
         let settings: String = sql
             .session_settings
             .iter()
-            .map(|(name, value)| format!("SET {name} = '{value}';\n"))
+            // A setting this server does not have (transaction_timeout before 17) is one the
+            // worker does not set on it either.
+            .map(|(name, value)| {
+                format!(
+                    "SELECT set_config(name, '{value}', false) FROM pg_settings WHERE name = '{name}';\n"
+                )
+            })
             .collect();
         db.batch_execute(&format!(
             "{settings}
