@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use webhook_delivery::http::{Client, Outcome, Request};
 use webhook_delivery::{validate, wire};
@@ -16,11 +17,62 @@ use crate::store::{self, Statements};
 
 const PING_BODY: &str = r#"{"test":true}"#;
 
+/// Why a manual attempt (`webhook_retry`) or a ping is refused, each with its SQLSTATE.
+#[derive(Debug)]
+enum AttemptError {
+    /// The extension's tables are not there (dropped in this very transaction, say).
+    NotInstalled,
+    NoSuchDelivery(i64),
+    NoSuchWebhook(i64),
+    /// The worker (or another session) is attempting it right now.
+    InFlight(i64),
+    /// One of the extension's own statements failed: a bug, not bad input.
+    Statement {
+        function: &'static str,
+        error: pgrx::spi::Error,
+    },
+}
+
+impl From<AttemptError> for ErrorReport {
+    fn from(error: AttemptError) -> ErrorReport {
+        use PgSqlErrorCode::*;
+        let (code, message) = match &error {
+            AttemptError::NotInstalled => (
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "webhook_ext is not installed in this database".to_string(),
+            ),
+            AttemptError::NoSuchDelivery(id) => {
+                (ERRCODE_NO_DATA_FOUND, format!("delivery {id} does not exist"))
+            }
+            AttemptError::NoSuchWebhook(id) => {
+                (ERRCODE_NO_DATA_FOUND, format!("webhook {id} does not exist"))
+            }
+            AttemptError::InFlight(id) => (
+                ERRCODE_OBJECT_IN_USE,
+                format!("delivery {id} is being delivered right now; try again when its attempt has finished"),
+            ),
+            AttemptError::Statement { function, error } => {
+                (ERRCODE_INTERNAL_ERROR, format!("{function}: {error}"))
+            }
+        };
+        let report = ErrorReport::new(code, message, "webhook_ext");
+        match error {
+            AttemptError::NotInstalled => report.set_hint("CREATE EXTENSION webhook_ext"),
+            _ => report,
+        }
+    }
+}
+
+fn raise(error: AttemptError) -> ! {
+    ErrorReport::from(error).report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
 fn statements() -> Statements {
     let installation = Spi::connect(store::installation)
         .ok()
         .flatten()
-        .unwrap_or_else(|| error!("webhook_ext is not installed in this database"));
+        .unwrap_or_else(|| raise(AttemptError::NotInstalled));
     Statements::new(installation)
 }
 
@@ -38,22 +90,19 @@ fn webhook_deliver_now(delivery_id: i64) {
     )
     .unwrap_or(None);
     if exists.is_none() {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            format!("delivery {delivery_id} does not exist")
-        );
+        raise(AttemptError::NoSuchDelivery(delivery_id));
     }
 
     let lease_ms = settings::lease().as_millis() as i64;
     let claimed = Spi::connect_mut(|client| statements.claim_one(client, delivery_id, lease_ms))
-        .unwrap_or_else(|e| error!("webhook_retry: {e}"));
+        .unwrap_or_else(|error| {
+            raise(AttemptError::Statement {
+                function: "webhook_retry",
+                error,
+            })
+        });
     let Some(claimed) = claimed else {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!("delivery {delivery_id} is being delivered right now; try again when its attempt has finished")
-        );
+        raise(AttemptError::InFlight(delivery_id));
     };
 
     let started_at = SystemTime::now();
@@ -80,7 +129,12 @@ fn webhook_deliver_now(delivery_id: i64) {
             .update_health(client, &health, settings::disable_after_failures())
             .map(|_| ())
     })
-    .unwrap_or_else(|e| error!("webhook_retry: {e}"));
+    .unwrap_or_else(|error| {
+        raise(AttemptError::Statement {
+            function: "webhook_retry",
+            error,
+        })
+    });
 }
 
 /// Send a signed `{"test":true}` (event `webhook.ping`) and report what the endpoint did.
@@ -166,13 +220,14 @@ fn webhook_ping(
         }
         Ok::<_, pgrx::spi::Error>(found)
     })
-    .unwrap_or_else(|e| error!("webhook_ping: {e}"));
+    .unwrap_or_else(|error| {
+        raise(AttemptError::Statement {
+            function: "webhook_ping",
+            error,
+        })
+    });
     let Some((url, secret, previous, signature_header, headers)) = row else {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            format!("webhook {id} does not exist")
-        );
+        raise(AttemptError::NoSuchWebhook(id));
     };
     let custom_headers =
         validate::headers_json(&headers, &signature_header).unwrap_or_else(|e| refuse(e));

@@ -14,6 +14,7 @@ use std::ffi::CStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
@@ -41,22 +42,32 @@ fn webhook_trigger<'a>(
     }
     let op = trigger
         .op()
-        .unwrap_or_else(|e| error!("webhook_trigger(): unknown trigger event ({e})"));
+        .unwrap_or_else(|_| raise(TriggerError::UnknownEvent));
     let event = event_name(trigger, &op);
     validate::event_name(&event).unwrap_or_else(|e| refuse(e));
 
     let tupdesc = unsafe { (*fired.tg_relation).rd_att };
+    let table = || {
+        format!(
+            "{}.{}",
+            trigger.table_schema().unwrap_or_default(),
+            trigger.table_name().unwrap_or_default()
+        )
+    };
     let (data, changes) = match op {
         PgTriggerOperation::Update => {
-            let old = row_fields(fired.tg_trigtuple, tupdesc);
-            let new = row_fields(fired.tg_newtuple, tupdesc);
+            let old = row_fields(fired.tg_trigtuple, tupdesc, &table);
+            let new = row_fields(fired.tg_newtuple, tupdesc, &table);
             // An UPDATE that changes nothing emits nothing.
             let Some(changes) = envelope::changed_columns(&old, &new) else {
                 return Ok(None);
             };
             (Value::Object(new), Some(changes))
         }
-        _ => (Value::Object(row_fields(fired.tg_trigtuple, tupdesc)), None),
+        _ => (
+            Value::Object(row_fields(fired.tg_trigtuple, tupdesc, &table)),
+            None,
+        ),
     };
 
     // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
@@ -72,7 +83,12 @@ fn webhook_trigger<'a>(
     )
     .unwrap_or_else(|e| refuse(e));
 
-    let queued = queue(trigger.trigger().tgfoid, event_id, &event, body);
+    let queued = queue(trigger.trigger().tgfoid, event_id, &event, body).unwrap_or_else(|error| {
+        raise(TriggerError::Queueing {
+            table: table(),
+            error,
+        })
+    });
     if queued > 0 {
         wake::wake_worker_on_commit();
     }
@@ -130,9 +146,56 @@ fn misuse(trigger: &PgTrigger<'_>) -> ! {
     );
 }
 
+/// Why the trigger failed where the application's data was not at fault, each with its
+/// SQLSTATE. The row's values are personal data in our users' tables: no message carries them.
+enum TriggerError {
+    /// Postgres fired it for an event a row trigger cannot have.
+    UnknownEvent,
+    /// `row_to_json` gave something other than a JSON object for a row of `table`.
+    NotAnObject { table: String },
+    /// The queueing statement failed.
+    Queueing {
+        table: String,
+        error: pgrx::spi::Error,
+    },
+}
+
+impl From<TriggerError> for ErrorReport {
+    fn from(error: TriggerError) -> ErrorReport {
+        use PgSqlErrorCode::*;
+        let (code, message) = match error {
+            TriggerError::UnknownEvent => (
+                ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                "webhook_trigger() was fired for an event that is not INSERT, UPDATE or DELETE"
+                    .to_string(),
+            ),
+            TriggerError::NotAnObject { table } => (
+                ERRCODE_INTERNAL_ERROR,
+                format!(
+                    "webhook_trigger(): row_to_json() gave no JSON object for a row of {table}"
+                ),
+            ),
+            TriggerError::Queueing { table, error } => (
+                ERRCODE_INTERNAL_ERROR,
+                format!("webhook_trigger(): queueing an event of {table} failed: {error}"),
+            ),
+        };
+        ErrorReport::new(code, message, "webhook_trigger")
+    }
+}
+
+fn raise(error: TriggerError) -> ! {
+    ErrorReport::from(error).report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
 /// The row as `row_to_json()` writes it (column order, every type's JSON form), parsed with
 /// the numbers' text kept.
-fn row_fields(tuple: *mut pg_sys::HeapTupleData, tupdesc: pg_sys::TupleDesc) -> Map<String, Value> {
+fn row_fields(
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    table: &dyn Fn() -> String,
+) -> Map<String, Value> {
     // SAFETY: the tuple and its descriptor come from the trigger data Postgres passed in.
     let json = unsafe {
         let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
@@ -141,7 +204,7 @@ fn row_fields(tuple: *mut pg_sys::HeapTupleData, tupdesc: pg_sys::TupleDesc) -> 
     .expect("row_to_json() returns JSON for a row");
     match serde_json::from_str(&json) {
         Ok(Value::Object(fields)) => fields,
-        other => error!("webhook_trigger(): row_to_json() gave no JSON object ({other:?})"),
+        _ => raise(TriggerError::NotAnObject { table: table() }),
     }
 }
 
@@ -153,7 +216,12 @@ fn unix_now_rounded() -> i64 {
 }
 
 /// Queue one delivery per active matching webhook; returns how many.
-fn queue(function_oid: pg_sys::Oid, event_id: pgrx::Uuid, event: &str, body: String) -> usize {
+fn queue(
+    function_oid: pg_sys::Oid,
+    event_id: pgrx::Uuid,
+    event: &str,
+    body: String,
+) -> pgrx::spi::Result<usize> {
     QUEUE.with(|cell| {
         if cell
             .borrow()
@@ -171,7 +239,6 @@ fn queue(function_oid: pg_sys::Oid, event_id: pgrx::Uuid, event: &str, body: Str
                 .run(client, &[event_id.into(), event.into(), body.into()])
                 .map(|inserted| inserted.len())
         })
-        .unwrap_or_else(|e| error!("webhook_trigger(): queueing failed: {e}"))
     })
 }
 
