@@ -268,9 +268,13 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Stops the cluster and removes its directory, unless `WEBHOOK_EXT_KEEP_CLUSTERS` is
+    /// set: then the data directory and its `server.log` stay for a look afterwards.
     fn drop(&mut self) {
         self.pg_ctl_stop("fast");
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("WEBHOOK_EXT_KEEP_CLUSTERS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
