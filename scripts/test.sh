@@ -4,6 +4,7 @@
 #
 #   bash scripts/test.sh                  # gates + unit tests once, then 15, 16, 17 and 18
 #   bash scripts/test.sh --pg 17          # gates + unit tests, then 17 only
+#   bash scripts/test.sh --pg 16 --pg 18  # several majors
 #   bash scripts/test.sh --pg 17 <name>   # only the tests whose name contains <name>
 #                                         # (gates are skipped when a name is given)
 #
@@ -15,7 +16,7 @@
 #            4. the DBA package (scripts/package.sh) installed into a fresh copy of that
 #               major's binaries that never saw this tree, delivering a signed event
 #               (tests/package.rs). Runs for 17 in a full run (a release build per major
-#               costs minutes) and for the chosen major with --pg.
+#               costs minutes) and for each major chosen with --pg.
 # PostgreSQL 15 is Debian's (/usr/lib/postgresql/15); 16-18 are unpacked by setup.sh under
 # /opt/webhook_ext/pg/NN.
 set -uo pipefail
@@ -25,20 +26,22 @@ PG_ROOT="${WEBHOOK_EXT_PG_ROOT:-/opt/webhook_ext/pg}"
 
 majors=(15 16 17 18)
 package_majors=(17)
+chosen=()
 FILTER=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --pg)
       case "${2:-}" in
-        15 | 16 | 17 | 18) majors=("$2") package_majors=("$2") ;;
+        15 | 16 | 17 | 18) chosen+=("$2") ;;
         *) echo "test.sh: --pg takes 15, 16, 17 or 18" >&2; exit 2 ;;
       esac
       shift 2
       ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) FILTER="$1"; shift ;;
   esac
 done
+if [ ${#chosen[@]} -gt 0 ]; then majors=("${chosen[@]}") package_majors=("${chosen[@]}"); fi
 
 pg_config_of() {
   if [ "$1" = 15 ]; then echo /usr/lib/postgresql/15/bin/pg_config; else echo "$PG_ROOT/$1/bin/pg_config"; fi
