@@ -34,9 +34,7 @@ impl Postgres {
     pub fn extension_dir(&self) -> PathBuf {
         self.share_dir.join("extension")
     }
-}
 
-impl Postgres {
     /// What `pg_config` says about its installation.
     pub fn from_pg_config(pg_config: &Path) -> Postgres {
         let ask = |flag: &str| {
