@@ -5,14 +5,36 @@
 #   bash bench/run.sh --quick   # every scenario with small sizes (~3 min once built):
 #                               # writes target/webhook-bench/BENCHMARKS.quick.md
 #
-# Builds and installs webhook_ext in release mode, builds webhook-bench (bench/), then runs
-# `webhook-bench run`, which starts its own PostgreSQL 15 cluster and receivers on
+#   bash bench/run.sh --pg 18   # on PostgreSQL 18 (16, 17, 18: scripts/setup.sh's builds under
+#                               # /opt/webhook_ext/pg/NN); the default is Debian's 15
+#
+# Builds and installs webhook_ext in release mode into that PostgreSQL, builds webhook-bench
+# (bench/), then runs `webhook-bench run`, which starts its own cluster of it and receivers on
 # 127.0.0.1, runs scenarios 1-6 and a profiling pass, stops everything and writes the report.
 # Other flags go to webhook-bench: --out FILE, --no-perf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-PG_BIN=/usr/lib/postgresql/15/bin
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+bench_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --pg)
+      case "${2:-}" in
+        15) ;;
+        16 | 17 | 18) PG_CONFIG="${WEBHOOK_EXT_PG_ROOT:-/opt/webhook_ext/pg}/$2/bin/pg_config" ;;
+        *) echo "bench: --pg takes 15, 16, 17 or 18" >&2; exit 2 ;;
+      esac
+      shift 2
+      ;;
+    *) bench_args+=("$1"); shift ;;
+  esac
+done
+[ -x "$PG_CONFIG" ] || { echo "bench: $PG_CONFIG is missing: run bash scripts/setup.sh"; exit 1; }
+PG_BIN=$("$PG_CONFIG" --bindir)
+# webhook-bench (bench/src/cluster.rs) takes its PostgreSQL from this pg_config.
+export WEBHOOK_EXT_PG_CONFIG="$PG_CONFIG"
 RUN_ROOT=/tmp/webhook_bench
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -55,7 +77,7 @@ stop_leftovers
 
 # Tools: pgbench (scenario 3), cargo-pgrx; nginx (Debian's, only to check that our receiver is
 # at least as fast) is installed if missing, without starting its system service.
-command -v pgbench >/dev/null || { echo "bench: pgbench is missing (apt-get install postgresql-client-15)"; exit 1; }
+[ -x "$PG_BIN/pgbench" ] || { echo "bench: $PG_BIN/pgbench is missing (Debian: apt-get install postgresql-15)"; exit 1; }
 cargo pgrx --version >/dev/null 2>&1 || { echo "bench: cargo-pgrx is missing: run bash scripts/setup.sh"; exit 1; }
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && [ "${BENCH_NO_NGINX:-}" = "" ]; then
   echo "bench: installing nginx-light (Debian) for the receiver comparison; its service is not started"
@@ -73,13 +95,13 @@ fi
 
 mkdir -p target/webhook-bench
 echo "bench: building and installing webhook_ext (release, lto; a few minutes the first time)"
-if ! cargo pgrx install --release --pg-config "$PG_BIN/pg_config" > target/webhook-bench/install.log 2>&1; then
+if ! cargo pgrx install --release --pg-config "$PG_CONFIG" > target/webhook-bench/install.log 2>&1; then
   tail -40 target/webhook-bench/install.log
   exit 1
 fi
 echo "bench: building webhook-bench"
 cargo build --release -q -p webhook_bench
 
-target/release/webhook-bench run "$@" &
+target/release/webhook-bench run "${bench_args[@]}" &
 bench_pid=$!
 wait "$bench_pid"

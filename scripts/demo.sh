@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine: a local PostgreSQL 15 cluster with webhook_ext
+# The main job, end to end on this machine: a local PostgreSQL cluster with webhook_ext
 # preloaded, `cliente` and `tarefa` tables with triggers, a local receiver that verifies
 # X-Webhook-Signature, inserts/updates/deletes, and the delivery table. Leaves nothing running.
+#   bash scripts/demo.sh            # Debian's PostgreSQL 15
+#   bash scripts/demo.sh --pg 18    # 16, 17 or 18 (scripts/setup.sh's builds under /opt/webhook_ext/pg)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+if [ "${1:-}" = --pg ]; then
+  case "${2:-}" in
+    15) ;;
+    16 | 17 | 18) PG_CONFIG="${WEBHOOK_EXT_PG_ROOT:-/opt/webhook_ext/pg}/$2/bin/pg_config" ;;
+    *) echo "demo: --pg takes 15, 16, 17 or 18" >&2; exit 2 ;;
+  esac
+fi
 DEMO_DIR=/tmp/webhook_ext_demo
 PORT="${DEMO_PORT:-54329}"
 
 bash scripts/setup.sh
-echo "== building and installing webhook_ext, building the receiver"
-cargo pgrx install --pg-config "$PG_BIN/pg_config" >/dev/null
+PG_BIN=$("$PG_CONFIG" --bindir)
+MAJOR=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+echo "== building and installing webhook_ext into PostgreSQL $MAJOR, building the receiver"
+cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
 cargo build -q -p webhook_listen
 LISTEN=target/debug/webhook-listen
 
@@ -24,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting PostgreSQL 15 on port $PORT with webhook_ext preloaded"
+echo "== starting PostgreSQL $MAJOR on port $PORT with webhook_ext preloaded"
 rm -rf "$DEMO_DIR"; mkdir -p "$DEMO_DIR"; chmod 777 "$DEMO_DIR"
 as_postgres "$PG_BIN/initdb" -D "$DEMO_DIR/data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
 cat >> "$DEMO_DIR/data/postgresql.conf" <<CONF
@@ -36,7 +47,7 @@ webhook.allowed_networks = '127.0.0.1/32'   # the demo receiver is local
 webhook.retry_schedule = '0s,2s,5s'         # compressed for the demo
 CONF
 as_postgres "$PG_BIN/pg_ctl" -D "$DEMO_DIR/data" -l "$DEMO_DIR/server.log" -w start >/dev/null
-PSQL=(psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
+PSQL=("$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
 
 echo "== starting the receiver (verifies X-Webhook-Signature; answers 500 to the first request to show a retry)"
 export DEMO_SECRET="whsec_$(head -c 24 /dev/urandom | base64)"

@@ -392,7 +392,7 @@ fn a_rotated_out_secret_is_forgotten_after_its_grace_period() {
 /// Runs a PostgreSQL client program against the cluster as root over TCP.
 fn pg_tool(cluster: &Cluster, program: &str, args: &[&str]) {
     let port = cluster.port.to_string();
-    let out = std::process::Command::new(format!("/usr/lib/postgresql/15/bin/{program}"))
+    let out = std::process::Command::new(cluster.pg.program(program))
         .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
         .args(args)
         .output()

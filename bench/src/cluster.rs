@@ -1,18 +1,55 @@
 //! The processes the benchmark starts, each behind a guard that stops it on drop (also on
-//! error and on Ctrl-C): a PostgreSQL 15 cluster run as the `postgres` OS user, and nginx.
+//! error and on Ctrl-C): a PostgreSQL cluster run as the `postgres` OS user, and nginx.
+//!
+//! Which PostgreSQL: the one whose `pg_config` is in `WEBHOOK_EXT_PG_CONFIG` (`bench/run.sh
+//! --pg 18` sets it), default Debian's 15.
 
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
 use crate::util::{log, run, sleep, Result};
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The PostgreSQL installation the benchmark runs on, as its `pg_config` reports it.
+pub struct Postgres {
+    /// `pg_config --bindir`: initdb, pg_ctl, postgres, pgbench.
+    pub bin_dir: PathBuf,
+    /// `pg_config --pkglibdir`, where webhook_ext.so is installed.
+    pub pkglib_dir: PathBuf,
+}
+
+impl Postgres {
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// The PostgreSQL of `WEBHOOK_EXT_PG_CONFIG` (default Debian's 15).
+pub fn postgres() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let pg_config = std::env::var("WEBHOOK_EXT_PG_CONFIG")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
+        let ask = |flag: &str| -> PathBuf {
+            let out = Command::new(&pg_config)
+                .arg(flag)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {pg_config}: {e}"));
+            assert!(out.status.success(), "{pg_config} {flag} failed");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        };
+        Postgres {
+            bin_dir: ask("--bindir"),
+            pkglib_dir: ask("--pkglibdir"),
+        }
+    })
+}
 
 /// Root of everything a run writes; `bench/run.sh` cleans up leftovers of killed runs here.
 pub const RUN_ROOT: &str = "/tmp/webhook_bench";
@@ -23,10 +60,10 @@ pub fn free_port() -> Result<u16> {
 }
 
 fn as_postgres(program: &str) -> Command {
-    let path = format!("{PG_BIN}/{program}");
+    let path = postgres().program(program);
     if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &path]);
+        c.args(["-u", "postgres", "--"]).arg(path);
         c
     } else {
         Command::new(path)
@@ -267,7 +304,7 @@ impl Drop for Nginx {
 /// put back (unlink + copy, as `cargo pgrx install` does: running servers keep their
 /// mapping) when it differs. Returns what was done, for the report.
 pub fn ensure_release_library(repo: &Path) -> Result<String> {
-    let installed = Path::new("/usr/lib/postgresql/15/lib/webhook_ext.so");
+    let installed = &postgres().pkglib_dir.join("webhook_ext.so");
     let built = repo.join("target/release/libwebhook_ext.so");
     let Ok(release) = fs::read(&built) else {
         return Ok(format!(

@@ -162,8 +162,9 @@ fn render(
          bash bench/run.sh --quick   # every scenario with small sizes (~3 min once built), writes target/webhook-bench/BENCHMARKS.quick.md\n\
          ```\n\n\
          The command builds and installs the extension with `cargo pgrx install --release`, builds \
-         `webhook-bench` (`bench/`), starts its own PostgreSQL 15 cluster (as the `postgres` OS \
-         user, in `/tmp/webhook_bench`, on a free port on 127.0.0.1) and its own receivers, runs \
+         `webhook-bench` (`bench/`), starts its own cluster of Debian's PostgreSQL 15 (or 16, 17, \
+         18 with `--pg NN`: the report's Machine section names it) as the `postgres` OS user, in \
+         `/tmp/webhook_bench`, on a free port on 127.0.0.1, and its own receivers, runs \
          the six scenarios and a profiling pass, stops everything (also on error or Ctrl-C) and \
          writes this file. Every figure stands next to a baseline measured in the same run, and \
          the ratio between them: these machines are shared and noisy, ratios travel better than \

@@ -1,4 +1,4 @@
-//! The scenario driver: one PostgreSQL 15 cluster with webhook_ext preloaded, our receiver(s)
+//! The scenario driver: one PostgreSQL cluster with webhook_ext preloaded, our receiver(s)
 //! on 127.0.0.1, scenarios 1–6 and a profiling pass, every figure next to a baseline
 //! measured in the same run.
 
@@ -240,7 +240,7 @@ impl Bench {
         let extra = std::env::var("BENCH_EXTRA_CONF").unwrap_or_default();
         let mut cluster = Cluster::init(run_dir, &format!("{CLUSTER_CONF}\n{extra}"))?;
         log(format!(
-            "starting PostgreSQL 15 on 127.0.0.1:{} ({})",
+            "starting PostgreSQL on 127.0.0.1:{} ({})",
             cluster.port,
             cluster.data.display()
         ));
@@ -1348,7 +1348,8 @@ impl Bench {
     }
 
     fn pgbench_on(&self, script: &Path, secs: u64, db: &str) -> Result<f64> {
-        let out = run(Command::new("pgbench")
+        // The pgbench of the cluster's own installation.
+        let out = run(Command::new(crate::cluster::postgres().program("pgbench"))
             .args(["-n", "-h", "127.0.0.1", "-U", "postgres"])
             .args(["-p", &self.cluster.port.to_string()])
             .args(["-c", &self.sizes.s3_clients.to_string(), "-j", "2"])

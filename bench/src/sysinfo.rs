@@ -39,7 +39,10 @@ pub fn machine(repo: &str) -> Machine {
         memory: format!("{:.1} GiB", mem_kb / 1024.0 / 1024.0),
         kernel: capture("uname", &["-sr"]),
         postgres: capture(
-            &format!("{}/postgres", crate::cluster::PG_BIN),
+            crate::cluster::postgres()
+                .program("postgres")
+                .to_str()
+                .unwrap(),
             &["--version"],
         ),
         date: capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),

@@ -1,6 +1,10 @@
-//! Test harness: a real PostgreSQL 15 cluster with webhook_ext preloaded, started as the
+//! Test harness: a real PostgreSQL cluster with webhook_ext preloaded, started as the
 //! `postgres` OS user in a temporary directory, plus polling helpers. The extension must be
 //! installed first (`cargo pgrx install`; `scripts/test.sh` does it).
+//!
+//! Which PostgreSQL: the one whose `pg_config` is in `WEBHOOK_EXT_PG_CONFIG` (default Debian's
+//! 15, `/usr/lib/postgresql/15/bin/pg_config`); its binaries and extension directory come from
+//! that `pg_config`. `scripts/test.sh --pg 17` sets it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,12 +15,73 @@ use std::time::{Duration, Instant};
 pub use postgres::Client;
 pub use webhook_listen::{verify_hex, verify_standard, Receiver, RecordedRequest, Reply};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The PostgreSQL the tests run against, as its `pg_config` reports it.
+pub struct Postgres {
+    pub pg_config: PathBuf,
+    /// `pg_config --bindir`: initdb, pg_ctl, pg_dump, ...
+    pub bin_dir: PathBuf,
+    /// `pg_config --sharedir`; extension control and SQL files live in `extension/` under it.
+    pub share_dir: PathBuf,
+    /// The major version, e.g. 17.
+    pub major: u32,
+}
+
+impl Postgres {
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    pub fn extension_dir(&self) -> PathBuf {
+        self.share_dir.join("extension")
+    }
+
+    /// What `pg_config` says about its installation.
+    pub fn from_pg_config(pg_config: &Path) -> Postgres {
+        let ask = |flag: &str| {
+            let out = Command::new(pg_config)
+                .arg(flag)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_config.display()));
+            assert!(
+                out.status.success(),
+                "{} {flag} failed",
+                pg_config.display()
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        // "PostgreSQL 17.11" -> 17
+        let version = ask("--version");
+        let major = version
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected pg_config --version: {version}"));
+        Postgres {
+            pg_config: pg_config.to_path_buf(),
+            bin_dir: PathBuf::from(ask("--bindir")),
+            share_dir: PathBuf::from(ask("--sharedir")),
+            major,
+        }
+    }
+}
+
+/// The PostgreSQL chosen by `WEBHOOK_EXT_PG_CONFIG` (default Debian's 15).
+pub fn postgres() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let pg_config = std::env::var("WEBHOOK_EXT_PG_CONFIG")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
+        Postgres::from_pg_config(Path::new(&pg_config))
+    })
+}
 
 /// A running cluster; stopped (and its directory removed) on drop.
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The installation it runs on.
+    pub pg: &'static Postgres,
 }
 
 /// Settings every test cluster gets; tests add their own.
@@ -33,11 +98,12 @@ log_line_prefix = '%m [%p] %b '
 max_connections = 50
 ";
 
-fn as_postgres(program: &str, args: &[&str]) -> Output {
-    let path = format!("{PG_BIN}/{program}");
+fn as_postgres(pg: &Postgres, program: &str, args: &[&str]) -> Output {
+    let path = pg.program(program);
     let output = if unsafe { libc::geteuid() } == 0 {
         Command::new("runuser")
-            .args(["-u", "postgres", "--", &path])
+            .args(["-u", "postgres", "--"])
+            .arg(&path)
             .args(args)
             .output()
     } else {
@@ -56,13 +122,23 @@ pub fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// initdb + start, with `extra_conf` appended to postgresql.conf.
+    /// initdb + start on the PostgreSQL of `WEBHOOK_EXT_PG_CONFIG`, with `extra_conf`
+    /// appended to postgresql.conf.
     pub fn start(name: &str, extra_conf: &str) -> Cluster {
+        let pg = postgres();
         assert!(
-            Path::new("/usr/share/postgresql/15/extension/webhook_ext.control").exists(),
-            "webhook_ext is not installed: run `cargo pgrx install` (scripts/test.sh does)"
+            pg.extension_dir().join("webhook_ext.control").exists(),
+            "webhook_ext is not installed in {}: run `cargo pgrx install --pg-config {}` \
+             (scripts/test.sh does)",
+            pg.extension_dir().display(),
+            pg.pg_config.display()
         );
         install_archived_versions();
+        Cluster::start_on(pg, name, extra_conf)
+    }
+
+    /// initdb + start on the installation `pg`, as it is: nothing is installed into it.
+    pub fn start_on(pg: &'static Postgres, name: &str, extra_conf: &str) -> Cluster {
         let root = PathBuf::from("/tmp/webhook_ext_tests");
         std::fs::create_dir_all(&root).unwrap();
         chmod(&root, 0o777);
@@ -70,6 +146,7 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         let dir_str = dir.to_str().unwrap().to_string();
         let out = as_postgres(
+            pg,
             "initdb",
             &[
                 "-D",
@@ -94,7 +171,7 @@ impl Cluster {
             "{BASE_CONF}\nport = {port}\nunix_socket_directories = '{dir_str}'\n{extra_conf}\n"
         );
         append(&dir.join("postgresql.conf"), &conf);
-        let cluster = Cluster { dir, port };
+        let cluster = Cluster { dir, port, pg };
         cluster.pg_ctl_start();
         cluster
     }
@@ -107,6 +184,7 @@ impl Cluster {
         let dir = self.dir.to_str().unwrap();
         let log = self.log_path();
         let out = as_postgres(
+            self.pg,
             "pg_ctl",
             &[
                 "-D",
@@ -130,7 +208,11 @@ impl Cluster {
     /// `pg_ctl stop -m <mode>` (fast, immediate).
     pub fn pg_ctl_stop(&self, mode: &str) {
         let dir = self.dir.to_str().unwrap();
-        let _ = as_postgres("pg_ctl", &["-D", dir, "-m", mode, "-w", "-t", "60", "stop"]);
+        let _ = as_postgres(
+            self.pg,
+            "pg_ctl",
+            &["-D", dir, "-m", mode, "-w", "-t", "60", "stop"],
+        );
     }
 
     pub fn connect_to(&self, database: &str) -> Client {
@@ -184,9 +266,13 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Stops the cluster and removes its directory, unless `WEBHOOK_EXT_KEEP_CLUSTERS` is
+    /// set: then the data directory and its `server.log` stay for a look afterwards.
     fn drop(&mut self) {
         self.pg_ctl_stop("fast");
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("WEBHOOK_EXT_KEEP_CLUSTERS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -194,7 +280,7 @@ impl Drop for Cluster {
 /// `cargo pgrx install` only installs the current version and the upgrade scripts.
 fn install_archived_versions() {
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/archive");
-    let target = Path::new("/usr/share/postgresql/15/extension");
+    let target = postgres().extension_dir();
     for entry in std::fs::read_dir(archive).into_iter().flatten().flatten() {
         let destination = target.join(entry.file_name());
         if std::fs::read(&destination).ok() != std::fs::read(entry.path()).ok() {

@@ -1,5 +1,6 @@
-//! The request headers of one attempt (SPEC §5). Signatures are computed per attempt because
-//! they cover the attempt's timestamp, which receivers use to reject replays.
+//! The request headers of one attempt (docs/REFERENCE.md, "Wire format"). Signatures are
+//! computed per attempt because they cover the attempt's timestamp, which receivers use to
+//! reject replays.
 
 use crate::signing::{hex_signature, standard_signature};
 

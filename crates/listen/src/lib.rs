@@ -4,7 +4,8 @@
 //!   records every request and answers with a scripted [`Reply`], including broken ones
 //!   (hangs, trickles, endless bodies, malformed bytes).
 //! - [`verify_hex`] / [`verify_standard`]: the signature checks a partner would run,
-//!   written from the wire format (SPEC §5) and independent of the sender's code.
+//!   written from the wire format (docs/REFERENCE.md, "Wire format") and independent of the
+//!   sender's code.
 //!
 //! The `webhook-listen` binary builds a development receiver on both.
 //!

@@ -1,5 +1,5 @@
-//! Signature checks written from the wire format alone (SPEC §5), the way a
-//! partner would, so they catch sender bugs instead of sharing them.
+//! Signature checks written from the wire format alone (docs/REFERENCE.md, "Wire format"),
+//! the way a partner would, so they catch sender bugs instead of sharing them.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;

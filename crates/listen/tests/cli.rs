@@ -109,7 +109,8 @@ fn now() -> String {
     secs.as_secs().to_string()
 }
 
-/// The headers the extension sends (SPEC §5), signed with `secret` over `body`.
+/// The headers the extension sends (docs/REFERENCE.md, "Wire format"), signed with `secret`
+/// over `body`.
 fn signed_headers(secret: &str, event_id: &str, body: &[u8], ts: &str) -> Vec<(String, String)> {
     let key = match secret.strip_prefix("whsec_") {
         Some(encoded) => BASE64.decode(encoded).unwrap(),
