@@ -35,6 +35,7 @@ static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::n
 pub fn init() {
     // A postmaster-level setting can only be defined while preloading; without preload there
     // is no worker, so there is nothing for it to configure.
+    // SAFETY: a plain global of the backend, set by Postgres while it preloads libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         GucRegistry::define_string_guc(
             c"webhook.database",
@@ -199,6 +200,8 @@ pub fn retention() -> Duration {
 /// Report a check-hook failure the way Postgres' own settings do (`DETAIL:` of the error).
 fn refuse(detail: &str) -> bool {
     let detail = CString::new(detail.replace('\0', "")).unwrap_or_default();
+    // SAFETY: inside a check hook, where Postgres reads this global; pstrdup copies the string
+    // into the current memory context.
     unsafe {
         pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
     }
@@ -206,14 +209,19 @@ fn refuse(detail: &str) -> bool {
 }
 
 /// A check hook's verdict on the proposed value, with the parser's message as DETAIL.
+///
+/// # Safety
+/// `newval` must be the pointer Postgres passed the check hook.
 unsafe fn check<T, E: std::fmt::Display>(
     newval: *mut *mut c_char,
     parse: impl Fn(&str) -> Result<T, E>,
 ) -> bool {
+    // SAFETY: Postgres passes a check hook a valid pointer to the proposed value (NULL or a C string).
     let ptr = unsafe { *newval };
     let value = if ptr.is_null() {
         Some("")
     } else {
+        // SAFETY: a non-NULL proposed value is a NUL-terminated string that outlives the hook.
         unsafe { CStr::from_ptr(ptr) }.to_str().ok()
     };
     match value.map(parse) {
@@ -229,6 +237,7 @@ unsafe extern "C-unwind" fn check_retry_schedule(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
+    // SAFETY: `newval` is the pointer Postgres passed this hook.
     unsafe { check(newval, schedule::parse_schedule) }
 }
 
@@ -238,6 +247,7 @@ unsafe extern "C-unwind" fn check_allowed_networks(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
+    // SAFETY: `newval` is the pointer Postgres passed this hook.
     unsafe { check(newval, NetworkPolicy::parse) }
 }
 
@@ -247,5 +257,6 @@ unsafe extern "C-unwind" fn check_retention(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
+    // SAFETY: `newval` is the pointer Postgres passed this hook.
     unsafe { check(newval, schedule::parse_duration) }
 }

@@ -10,14 +10,19 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
 /// Address of the worker's `PGPROC` latch (shared memory, same address in every backend),
 /// or 0 when no worker is running.
+// SAFETY (this and the shared-memory statics below): each name is unique to this extension,
+// and each is pg_shmem_init!ed in init() while preloading, before any backend reads it.
 static WORKER_LATCH: PgAtomic<AtomicUsize> = unsafe { PgAtomic::new(c"webhook_ext_worker_latch") };
+// SAFETY: as WORKER_LATCH.
 static WORKER: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"webhook_ext_worker_state") };
 /// Oid of the database the worker serves (0 until it has connected): commits elsewhere queue
 /// deliveries nobody serves yet and need not wake it.
+// SAFETY: as WORKER_LATCH.
 static WORKER_DATABASE: PgAtomic<AtomicU32> =
     unsafe { PgAtomic::new(c"webhook_ext_worker_database") };
 /// A commit queued work since the worker last looked: later commits need not set its latch
 /// again (one wake-up, not one per commit, however many commit meanwhile).
+// SAFETY: as WORKER_LATCH.
 static WORK_QUEUED: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"webhook_ext_work_queued") };
 
 /// Set in the postmaster before any backend forks, so every backend sees it.
@@ -70,6 +75,7 @@ pub struct WorkerSnapshot {
 }
 
 pub fn init() {
+    // SAFETY: a plain global of the backend, set by Postgres while it preloads libraries.
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
@@ -160,6 +166,8 @@ pub fn wake_worker_on_commit() {
     }
     WAKE_ON_COMMIT.store(true, Ordering::Relaxed);
     if !CALLBACK_REGISTERED.get() {
+        // SAFETY: the callback is a #[pg_guard]ed function of this library, which stays loaded
+        // for the life of the backend; registered once per backend.
         unsafe { pg_sys::RegisterXactCallback(Some(on_transaction_end), std::ptr::null_mut()) };
         CALLBACK_REGISTERED.set(true);
     }
@@ -185,6 +193,7 @@ unsafe extern "C-unwind" fn on_transaction_end(
 
 fn set_worker_latch() {
     let database = WORKER_DATABASE.get().load(Ordering::Acquire);
+    // SAFETY: MyDatabaseId is a plain global of this backend.
     if database != 0 && database != u32::from(unsafe { pg_sys::MyDatabaseId }) {
         return;
     }
@@ -196,6 +205,9 @@ fn set_worker_latch() {
     let latch = WORKER_LATCH.get().load(Ordering::Acquire);
     if latch != 0 {
         // SetLatch is safe on another process's latch: it lives in shared memory.
+        // SAFETY: the address is the worker's PGPROC latch, in shared memory and valid in every
+        // backend; the worker clears it before it exits, and SetLatch on another process's
+        // latch is what latches are for.
         unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
     }
 }
@@ -211,18 +223,22 @@ pub fn register_worker() {
     {
         let mut state = WORKER.exclusive();
         *state = WorkerState {
+            // SAFETY: plain globals of this backend (the worker), set before its main runs.
             pid: unsafe { pg_sys::MyProcPid },
             started_at_unix: now,
             ..Default::default()
         };
     }
+    // SAFETY: plain globals of this backend, set before its main runs.
     WORKER_DATABASE.get().store(
         u32::from(unsafe { pg_sys::MyDatabaseId }),
         Ordering::Release,
     );
+    // SAFETY: as above; the latch lives in this backend's PGPROC, in shared memory.
     WORKER_LATCH
         .get()
         .store(unsafe { pg_sys::MyLatch } as usize, Ordering::Release);
+    // SAFETY: unregister_worker is #[pg_guard]ed and only touches this library's shared memory.
     unsafe { pg_sys::before_shmem_exit(Some(unregister_worker), pg_sys::Datum::from(0)) };
 }
 

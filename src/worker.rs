@@ -53,6 +53,7 @@ const PURGE_PAUSE: Duration = Duration::from_millis(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 pub fn init() {
+    // SAFETY: a plain global of the backend, set by Postgres while it preloads libraries.
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
@@ -91,6 +92,8 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
     log!("webhook_ext worker stopping");
     // Exit code 1, not 0: a worker terminated on its own (pg_terminate_backend, DROP DATABASE
     // ... WITH (FORCE)) is then restarted by the postmaster; during shutdown nothing restarts.
+    // SAFETY: the worker's main thread, outside any transaction: what a background worker
+    // does to end itself.
     unsafe { pg_sys::proc_exit(1) };
 }
 
@@ -208,6 +211,7 @@ impl Worker {
         let mut last_round = Instant::now() - ROUND_SPACING;
         loop {
             if BackgroundWorker::sighup_received() {
+                // SAFETY: the main thread, between transactions, as postgres.c does on SIGHUP.
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
                 self.reload_settings();
             }
@@ -713,6 +717,8 @@ fn wait_for_work(timeout: Duration, pool_fd: std::os::fd::RawFd) -> bool {
         | pg_sys::WL_SOCKET_READABLE
         | pg_sys::WL_TIMEOUT
         | pg_sys::WL_EXIT_ON_PM_DEATH;
+    // SAFETY: the main thread waits on its own latch and the pool's socket, which lives as long
+    // as the pool.
     unsafe {
         pg_sys::WaitLatchOrSocket(
             pg_sys::MyLatch,
@@ -734,6 +740,7 @@ fn wait_for_results(timeout: Duration, pool_fd: std::os::fd::RawFd) -> bool {
         | pg_sys::WL_SOCKET_READABLE
         | pg_sys::WL_TIMEOUT
         | pg_sys::WL_EXIT_ON_PM_DEATH;
+    // SAFETY: as in wait_for_work.
     let fired = unsafe {
         pg_sys::WaitLatchOrSocket(
             pg_sys::MyLatch,

@@ -46,6 +46,7 @@ fn webhook_trigger<'a>(
     let event = event_name(trigger, &op);
     validate::event_name(&event).unwrap_or_else(|e| refuse(e));
 
+    // SAFETY: Postgres passes a trigger its relation, open for the whole call.
     let tupdesc = unsafe { (*fired.tg_relation).rd_att };
     let table = || {
         format!(
