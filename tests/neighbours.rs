@@ -8,6 +8,16 @@ use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The tests of this file run one at a time: two of them compare rates and latencies measured
+/// in the same test, which a neighbour test's load on the same two cores would skew.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A connection as `user` to the database `postgres`, with `options` (startup settings, which
 /// outrank the database's and the role's defaults).
 fn connect_as(cluster: &Cluster, user: &str, options: &str) -> Client {
@@ -82,6 +92,7 @@ fn worker_complaints(cluster: &Cluster) -> Vec<String> {
 
 #[test]
 fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_unprivileged() {
+    let _serial = one_at_a_time();
     let cluster = Cluster::start("searchpath", LOG_COMPLAINTS);
     let mut admin = careful_session(&cluster);
     admin
@@ -301,6 +312,7 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
 
 #[test]
 fn an_event_committed_by_commit_prepared_reaches_the_receiver_at_once() {
+    let _serial = one_at_a_time();
     let cluster = Cluster::start("prepared", "max_prepared_transactions = 10");
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
@@ -365,6 +377,7 @@ fn an_event_committed_by_commit_prepared_reaches_the_receiver_at_once() {
 
 #[test]
 fn hostile_database_and_role_defaults_change_nothing_for_the_worker() {
+    let _serial = one_at_a_time();
     // Defaults some shops set cluster-wide, plus ones nobody should, in every place a session
     // takes its defaults from.
     let cluster = Cluster::start(
@@ -469,6 +482,7 @@ fn drain_rate(db: &mut Client, receiver: &Receiver, event: &str, count: usize) -
 
 #[test]
 fn a_fast_endpoint_keeps_its_pace_next_to_a_hundred_that_hang() {
+    let _serial = one_at_a_time();
     let cluster = Cluster::start("hundred", "webhook.timeout = '3s'");
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
