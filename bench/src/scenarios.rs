@@ -1645,7 +1645,11 @@ impl Bench {
                 .map_err(|e| format!("fill: {}", pg(e)))?;
             filled = size;
             idle.batch_execute("ANALYZE webhook_delivery").map_err(pg)?;
-            let c = self.time_claims(&mut idle, reps)?;
+            // A connection of its own: it takes the worker's session settings, search_path
+            // (pg_catalog, pg_temp) among them, under which `idle`'s unqualified names fail.
+            let mut timing = self.cluster.connect("bench_backlog")?;
+            let c = self.time_claims(&mut timing, reps)?;
+            drop(timing);
             log(format!(
                 "S4: {size}: claim {:.3} ms server / {:.3} ms client, next_due {:.3} ms",
                 c.claim_server, c.claim_client, c.next_due_server
