@@ -1,6 +1,7 @@
-//! Every `webhook.*` setting (docs/REFERENCE.md, "Settings"), with a typed accessor. Reloadable settings are
-//! `PGC_SUSET`: the config file and `pg_reload_conf()` change them, and a superuser may
-//! override them in a session (which only affects `webhook_retry`/`webhook_ping` there).
+//! Every `webhook.*` setting (docs/REFERENCE.md, "Settings"), with a typed accessor.
+//! Reloadable settings are `PGC_SUSET`: the config file and `pg_reload_conf()` change them, and
+//! a superuser may override them in a session (which only affects `webhook_retry`/`webhook_ping`
+//! there).
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::time::Duration;
