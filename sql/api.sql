@@ -43,12 +43,17 @@ CREATE TRIGGER webhook_before_write
 CREATE FUNCTION webhook_after_deactivate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    UPDATE @extschema@.webhook_delivery
+    -- An attempt in flight finishes and is recorded as usual.
+    UPDATE @extschema@.webhook_delivery_store
        SET status = 'cancelled',
            next_attempt_at = NULL,
            error = coalesce('webhook disabled: ' || NEW.disabled_reason, 'webhook deactivated'),
            updated_at = now()
-     WHERE webhook_id = NEW.id AND status = 'pending';
+     WHERE webhook_id = NEW.id AND status = 'pending'
+       AND NOT @extschema@.webhook_delivery_in_flight(id);
+    DELETE FROM @extschema@.webhook_delivery_due AS due
+     WHERE due.webhook_id = NEW.id
+       AND NOT @extschema@.webhook_delivery_in_flight(due.delivery_id);
     RETURN NULL;
 END
 $$;
@@ -71,6 +76,98 @@ CREATE TRIGGER webhook_after_reactivate
     AFTER UPDATE OF active ON webhook
     FOR EACH ROW WHEN (NOT OLD.active AND NEW.active)
     EXECUTE FUNCTION webhook_after_reactivate();
+
+------------------------------------------------------------------------------------------
+-- What users read. A delivery is 'delivering' while the worker (or webhook_retry in some
+-- session) has an attempt of it in flight: that is known in shared memory, not stored.
+------------------------------------------------------------------------------------------
+CREATE VIEW webhook_delivery AS
+SELECT d.id, d.webhook_id, d.event_id, d.event, d.body,
+       CASE WHEN d.status = 'pending' AND @extschema@.webhook_delivery_in_flight(d.id)
+            THEN 'delivering' ELSE d.status END AS status,
+       d.attempts, d.attempts_before_replay, d.next_attempt_at, d.response_status,
+       d.response_body, d.error, d.duration_ms, d.created_at, d.updated_at, d.delivered_at
+  FROM @extschema@.webhook_delivery_store AS d;
+COMMENT ON VIEW webhook_delivery IS 'webhook_ext: one row per (event, subscriber) with its latest delivery state';
+REVOKE ALL ON webhook_delivery FROM PUBLIC;
+
+-- Per-webhook health. Counts come from the webhook's deliveries (those not yet purged by
+-- webhook.retention); durations from the last attempt of its last 1000 deliveries; last
+-- success, last failure and the failure streak from webhook_health.
+CREATE VIEW webhook_stats AS
+SELECT
+    w.id                                                      AS webhook_id,
+    w.name,
+    w.url,
+    w.active,
+    coalesce(d.total, 0)                                      AS deliveries_total,
+    coalesce(d.succeeded, 0)                                  AS deliveries_succeeded,
+    coalesce(d.failed, 0)                                     AS deliveries_failed,
+    coalesce(d.pending, 0)                                    AS deliveries_pending,
+    coalesce(d.cancelled, 0)                                  AS deliveries_cancelled,
+    round(d.succeeded::numeric / nullif(d.succeeded + d.failed, 0), 4) AS success_rate,
+    a.avg_duration_ms,
+    a.p95_duration_ms,
+    coalesce(d.retries, 0)                                    AS retries,
+    h.last_success_at,
+    h.last_failure_at,
+    coalesce(h.consecutive_failures, 0)                       AS consecutive_failures
+FROM @extschema@.webhook w
+LEFT JOIN @extschema@.webhook_health h ON h.webhook_id = w.id
+LEFT JOIN LATERAL (
+    SELECT
+        count(*)                                                    AS total,
+        count(*) FILTER (WHERE status = 'succeeded')                AS succeeded,
+        count(*) FILTER (WHERE status = 'failed')                   AS failed,
+        count(*) FILTER (WHERE status = 'pending')                  AS pending,
+        count(*) FILTER (WHERE status = 'cancelled')                AS cancelled,
+        sum(greatest(attempts - 1, 0))                              AS retries
+    FROM @extschema@.webhook_delivery_store
+    WHERE webhook_id = w.id
+) d ON true
+LEFT JOIN LATERAL (
+    SELECT
+        round(avg(recent.duration_ms), 1)                                      AS avg_duration_ms,
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY recent.duration_ms)       AS p95_duration_ms
+    FROM (SELECT duration_ms FROM @extschema@.webhook_delivery_store
+           WHERE webhook_id = w.id AND duration_ms IS NOT NULL
+           ORDER BY id DESC LIMIT 1000) recent
+) a ON true;
+COMMENT ON VIEW webhook_stats IS 'webhook_ext: delivery health per webhook';
+REVOKE ALL ON webhook_stats FROM PUBLIC;
+
+------------------------------------------------------------------------------------------
+-- Deleting: what a foreign key with ON DELETE CASCADE would do, without the lock on the
+-- webhook row that such a key takes for every queued event.
+------------------------------------------------------------------------------------------
+CREATE FUNCTION webhook_after_delete() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM @extschema@.webhook_delivery_store WHERE webhook_id = OLD.id;
+    DELETE FROM @extschema@.webhook_delivery_due WHERE webhook_id = OLD.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhook_after_delete
+    AFTER DELETE ON webhook
+    FOR EACH ROW EXECUTE FUNCTION webhook_after_delete();
+
+CREATE FUNCTION webhook_delivery_after_delete() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM @extschema@.webhook_attempt
+     WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
+    DELETE FROM @extschema@.webhook_delivery_due
+     WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhook_delivery_after_delete
+    AFTER DELETE ON webhook_delivery_store
+    REFERENCING OLD TABLE AS deleted_deliveries
+    FOR EACH STATEMENT EXECUTE FUNCTION webhook_delivery_after_delete();
 
 ------------------------------------------------------------------------------------------
 -- Subscriptions
@@ -199,11 +296,15 @@ DECLARE
 BEGIN
     -- Builds (and validates) the body even when nobody subscribes: a bad event name is an
     -- error whether or not a webhook listens to it.
+    -- The emission time, truncated: the timestamp is never later than the commit.
     body := @extschema@.webhook_envelope(
         new_event_id::text, webhook_enqueue.event,
-        extract(epoch FROM clock_timestamp())::bigint,
+        floor(extract(epoch FROM clock_timestamp()))::bigint,
         webhook_enqueue.data::text, webhook_enqueue.changes::text);
-    INSERT INTO @extschema@.webhook_delivery (webhook_id, event_id, event, body)
+    -- The transaction id first, the delivery ids after: the worker's walk relies on it
+    -- (src/walk.rs).
+    PERFORM pg_current_xact_id();
+    INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body)
     SELECT w.id, new_event_id, webhook_enqueue.event, body
       FROM @extschema@.webhook AS w
      WHERE w.active AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event);
@@ -282,14 +383,19 @@ BEGIN
             target.id, target.id
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    UPDATE @extschema@.webhook_delivery AS d
-       SET status = 'pending',
-           next_attempt_at = now(),
-           attempts_before_replay = d.attempts,
-           updated_at = now()
-     WHERE d.webhook_id = webhook_replay.webhook_id
-       AND d.status = webhook_replay.status
-       AND d.created_at >= since AND d.created_at < until;
+    WITH requeued AS (
+        UPDATE @extschema@.webhook_delivery_store AS d
+           SET status = 'pending',
+               next_attempt_at = now(),
+               attempts_before_replay = d.attempts,
+               updated_at = now()
+         WHERE d.webhook_id = webhook_replay.webhook_id
+           AND d.status = webhook_replay.status
+           AND d.created_at >= since AND d.created_at < until
+        RETURNING d.id, d.webhook_id)
+    INSERT INTO @extschema@.webhook_delivery_due AS due (delivery_id, webhook_id, due_at)
+    SELECT requeued.id, requeued.webhook_id, now() FROM requeued
+    ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at;
     GET DIAGNOSTICS replayed = ROW_COUNT;
     IF replayed > 0 THEN
         PERFORM @extschema@.webhook_wake_on_commit();
@@ -326,6 +432,8 @@ COMMENT ON FUNCTION webhook_worker_status() IS
 REVOKE ALL ON FUNCTION webhook_before_write() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_after_deactivate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_after_reactivate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_after_delete() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_delivery_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_replay(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) FROM PUBLIC;

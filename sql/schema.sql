@@ -24,55 +24,74 @@ COMMENT ON TABLE webhook IS 'webhook_ext: one row per subscription (URL, secret,
 COMMENT ON COLUMN webhook.secret IS 'HMAC-SHA256 signing secret; not readable by PUBLIC';
 COMMENT ON COLUMN webhook.retry_schedule IS 'delay before each attempt; NULL = the webhook.retry_schedule setting';
 
--- One row per (event, subscriber).
-CREATE TABLE webhook_delivery (
+-- One row per (event, subscriber): what users read as the view webhook_delivery below.
+-- Built so that queueing an event is one narrow append and delivering it one HOT update
+-- plus one attempt row (bench/ANALYSIS.md §8):
+-- - no foreign key: it would lock the webhook row for every queued event; deleting a webhook
+--   deletes its deliveries by trigger (webhook_after_delete), and the worker drops a delivery
+--   whose webhook is gone instead of sending it;
+-- - no index on a column that changes after queueing (status, next_attempt_at, ...), and room
+--   on every page (fillfactor) for the new version of each row: the outcome of an attempt is
+--   a HOT update that logs only the columns it changed, which come last for that reason;
+-- - nothing durable marks a delivery as pending: the worker finds new deliveries by walking
+--   the primary key (webhook_delivery_frontier says how far it has seen), and only
+--   deliveries waiting for a retry or for a busy endpoint get a row in webhook_delivery_due.
+-- The worker's walk needs ids handed out in the order the inserts run: the sequence must
+-- keep CACHE 1 (its default).
+CREATE TABLE webhook_delivery_store (
     id               bigserial PRIMARY KEY,
-    webhook_id       bigint NOT NULL REFERENCES webhook (id) ON DELETE CASCADE,
+    webhook_id       bigint NOT NULL,
     event_id         uuid NOT NULL,
     event            text NOT NULL,
     body             text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    -- Written by the worker after each attempt.
     status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'delivering', 'succeeded', 'failed', 'cancelled')),
+                     CHECK (status IN ('pending', 'succeeded', 'failed', 'cancelled')),
     attempts         integer NOT NULL DEFAULT 0,
     -- webhook_replay() starts the retry schedule over: the schedule position is
     -- attempts - attempts_before_replay.
     attempts_before_replay integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz DEFAULT now(),
-    -- While status = 'delivering': when the worker's claim expires and the row is re-queued.
-    lease_until      timestamptz,
     response_status  integer,
     response_body    text,
     error            text,
     duration_ms      integer,
-    created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     delivered_at     timestamptz
-);
-COMMENT ON TABLE webhook_delivery IS 'webhook_ext: one row per (event, subscriber) with its latest delivery state';
-
--- The worker claims due rows per webhook, oldest first: this keeps a claim cheap however
--- large the backlog is, and lets it be fair across webhooks.
-CREATE INDEX webhook_delivery_due_idx ON webhook_delivery (webhook_id, next_attempt_at)
-    WHERE status = 'pending';
--- Claims by lease end, for re-queueing expired leases. `lease_until IS NOT NULL` keeps the
--- planner from taking it for a bare `status = 'delivering'` (the worker's record statement):
--- until a vacuum it also holds an entry for every row ever claimed, and reading all of them
--- on every round cost 3 ms where the probes by id cost 0.1.
-CREATE INDEX webhook_delivery_leased_idx ON webhook_delivery (lease_until)
-    WHERE status = 'delivering' AND lease_until IS NOT NULL;
-CREATE INDEX webhook_delivery_finished_idx ON webhook_delivery (updated_at)
-    WHERE status IN ('succeeded', 'failed', 'cancelled');
--- Covers webhook_stats' counts with an index-only scan.
-CREATE INDEX webhook_delivery_webhook_created_idx ON webhook_delivery (webhook_id, created_at)
-    INCLUDE (status, attempts);
--- No index on event_id: every write of a delivery would pay for it (a random UUID lands on a
+) WITH (fillfactor = 40);
+COMMENT ON TABLE webhook_delivery_store IS 'webhook_ext: deliveries as stored; read them through the view webhook_delivery';
+-- Per webhook: its statistics, cancelling its pending deliveries, deleting it.
+CREATE INDEX webhook_delivery_store_webhook_idx ON webhook_delivery_store (webhook_id, id);
+-- No index on event_id: every queued event would pay for it (a random UUID lands on a
 -- random page). docs/OPERATIONS.md shows how to add one for lookups by event.
 
--- One row per HTTP attempt.
+-- Deliveries the worker did not send on its walk: retries waiting for their time, deliveries
+-- replayed or retried by hand, and the backlog of an endpoint that cannot take more yet.
+-- One row per pending delivery at most; none on the happy path.
+CREATE TABLE webhook_delivery_due (
+    delivery_id  bigint PRIMARY KEY,
+    webhook_id   bigint NOT NULL,
+    due_at       timestamptz NOT NULL
+);
+COMMENT ON TABLE webhook_delivery_due IS 'webhook_ext: pending deliveries the worker will take by due time (retries, replays, backlogs)';
+CREATE INDEX webhook_delivery_due_webhook_idx ON webhook_delivery_due (webhook_id, due_at);
+
+-- How far the worker's walk of webhook_delivery_store has seen: every delivery with an id up
+-- to frontier was sent, recorded or moved to webhook_delivery_due. One row.
+CREATE TABLE webhook_delivery_frontier (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    frontier   bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE webhook_delivery_frontier IS 'webhook_ext: how far the worker has seen queued deliveries (one row)';
+INSERT INTO webhook_delivery_frontier DEFAULT VALUES;
+
+-- One row per HTTP attempt. Its key is its only index, and it has no foreign key (which
+-- would lock the delivery row): deleting deliveries deletes their attempts by trigger.
 CREATE TABLE webhook_attempt (
-    id               bigserial PRIMARY KEY,
-    delivery_id      bigint NOT NULL REFERENCES webhook_delivery (id) ON DELETE CASCADE,
-    -- Denormalised from the delivery so that webhook_stats reads recent attempts cheaply.
+    id               bigserial,
+    delivery_id      bigint NOT NULL,
+    -- Denormalised from the delivery.
     webhook_id       bigint,
     attempt          integer NOT NULL,
     manual           boolean NOT NULL DEFAULT false,
@@ -80,11 +99,10 @@ CREATE TABLE webhook_attempt (
     duration_ms      integer,
     response_status  integer,
     response_body    text,
-    error            text
+    error            text,
+    PRIMARY KEY (delivery_id, attempt)
 );
 COMMENT ON TABLE webhook_attempt IS 'webhook_ext: one row per HTTP attempt';
-CREATE INDEX webhook_attempt_delivery_idx ON webhook_attempt (delivery_id);
-CREATE INDEX webhook_attempt_webhook_idx ON webhook_attempt (webhook_id, id);
 
 -- Endpoint health, kept by the worker (one writer, batched): consecutive failed deliveries
 -- drive the automatic disabling (webhook.disable_after_failures).
@@ -98,60 +116,19 @@ COMMENT ON TABLE webhook_health IS 'webhook_ext: per-webhook delivery health, ma
 
 -- Subscriptions are configuration: pg_dump keeps them (and their ids) even though the
 -- tables belong to the extension. Deliveries are operational data and are dumped too, so
--- that a restore loses no queued event.
+-- that a restore loses no queued event. The walk's frontier is not: a restored database is
+-- walked from its first delivery (the pending ones are sent, the others skipped).
 SELECT pg_catalog.pg_extension_config_dump('webhook', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('webhook_delivery', '');
-SELECT pg_catalog.pg_extension_config_dump('webhook_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_delivery_store', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_delivery_store_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_delivery_due', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_attempt', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_attempt_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook_health', '');
 
 -- Nothing is readable or writable by PUBLIC; docs/SECURITY.md shows the GRANTs for an app role.
-REVOKE ALL ON webhook, webhook_delivery, webhook_attempt, webhook_health FROM PUBLIC;
-REVOKE ALL ON SEQUENCE webhook_id_seq, webhook_delivery_id_seq, webhook_attempt_id_seq FROM PUBLIC;
+REVOKE ALL ON webhook, webhook_delivery_store, webhook_delivery_due, webhook_delivery_frontier,
+    webhook_attempt, webhook_health FROM PUBLIC;
+REVOKE ALL ON SEQUENCE webhook_id_seq, webhook_delivery_store_id_seq, webhook_attempt_id_seq FROM PUBLIC;
 
--- Per-webhook health. Counts come from an index-only scan of the webhook's deliveries (those
--- not yet purged by webhook.retention); durations from its last 1000 attempts; last success,
--- last failure and the failure streak from webhook_health.
-CREATE VIEW webhook_stats AS
-SELECT
-    w.id                                                      AS webhook_id,
-    w.name,
-    w.url,
-    w.active,
-    coalesce(d.total, 0)                                      AS deliveries_total,
-    coalesce(d.succeeded, 0)                                  AS deliveries_succeeded,
-    coalesce(d.failed, 0)                                     AS deliveries_failed,
-    coalesce(d.pending, 0)                                    AS deliveries_pending,
-    coalesce(d.cancelled, 0)                                  AS deliveries_cancelled,
-    round(d.succeeded::numeric / nullif(d.succeeded + d.failed, 0), 4) AS success_rate,
-    a.avg_duration_ms,
-    a.p95_duration_ms,
-    coalesce(d.retries, 0)                                    AS retries,
-    h.last_success_at,
-    h.last_failure_at,
-    coalesce(h.consecutive_failures, 0)                       AS consecutive_failures
-FROM webhook w
-LEFT JOIN webhook_health h ON h.webhook_id = w.id
-LEFT JOIN LATERAL (
-    SELECT
-        count(*)                                                    AS total,
-        count(*) FILTER (WHERE status = 'succeeded')                AS succeeded,
-        count(*) FILTER (WHERE status = 'failed')                   AS failed,
-        count(*) FILTER (WHERE status IN ('pending', 'delivering')) AS pending,
-        count(*) FILTER (WHERE status = 'cancelled')                AS cancelled,
-        sum(greatest(attempts - 1, 0))                              AS retries
-    FROM webhook_delivery
-    WHERE webhook_id = w.id
-) d ON true
-LEFT JOIN LATERAL (
-    SELECT
-        round(avg(recent.duration_ms), 1)                                      AS avg_duration_ms,
-        percentile_cont(0.95) WITHIN GROUP (ORDER BY recent.duration_ms)       AS p95_duration_ms
-    FROM (SELECT duration_ms FROM webhook_attempt
-           WHERE webhook_id = w.id AND duration_ms IS NOT NULL
-           ORDER BY id DESC LIMIT 1000) recent
-) a ON true;
-COMMENT ON VIEW webhook_stats IS 'webhook_ext: delivery health per webhook';
-REVOKE ALL ON webhook_stats FROM PUBLIC;

@@ -123,6 +123,7 @@ pub fn record_for(
         response_status: outcome.status.map(i32::from),
         response_body: outcome.body.clone(),
         error: outcome.error.clone(),
+        from_due: claimed.from_due,
     };
     (recorded, disable)
 }

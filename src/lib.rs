@@ -1,13 +1,15 @@
 //! webhook_ext: PostgreSQL as a reliable webhook sender. This file is the manifest; the
 //! path of one delivery is: `webhook_trigger`/`webhook_emit` (sql/api.sql, api::events)
-//! queue rows and arm the commit wake-up (wake) → the worker (worker) claims them (store),
-//! signs and sends them on its HTTP pool (webhook_delivery crate) → records outcomes and
-//! schedules retries (attempt, store).
+//! queue rows and arm the commit wake-up (wake) → the worker (worker) walks them (store,
+//! webhook_delivery::walk), marks them in flight in shared memory (in_flight), signs and
+//! sends them on its HTTP pool (webhook_delivery crate) → records outcomes and schedules
+//! retries (attempt, store).
 
 use pgrx::prelude::*;
 
 mod api;
 mod attempt;
+mod in_flight;
 mod pinned;
 mod settings;
 mod store;
@@ -23,6 +25,7 @@ pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
     wake::init();
+    in_flight::init();
     worker::init();
 }
 

@@ -147,12 +147,6 @@ pub fn timeout() -> Duration {
     Duration::from_millis(TIMEOUT_MS.get().max(1) as u64)
 }
 
-/// How long a claim holds a delivery: longer than the slowest attempt (plus a claim waiting
-/// its turn), so a live worker's claim never expires; a dead worker's is re-queued after it.
-pub fn lease() -> Duration {
-    timeout() * 2 + Duration::from_secs(30)
-}
-
 pub fn concurrency() -> usize {
     CONCURRENCY.get().max(1) as usize
 }

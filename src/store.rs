@@ -1,6 +1,7 @@
 //! The SQL that reads and writes deliveries and attempts, shared by the worker and by
-//! `webhook_retry`. Each statement works on sets (arrays in, rows out) so the worker records
-//! a whole batch of outcomes in one round trip.
+//! `webhook_retry`. The statements live in sql/worker/ (one per file, shared with the
+//! benchmark); each works on sets (arrays in, rows out) so the worker records a whole batch
+//! of outcomes in one round trip.
 
 use std::cell::RefCell;
 
@@ -9,6 +10,7 @@ use pgrx::pg_sys::BuiltinOid::{
     BOOLARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID,
     TEXTARRAYOID,
 };
+use std::collections::HashMap;
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::{PgBuiltInOids, PgOid};
 
@@ -71,11 +73,24 @@ pub struct Installation {
     pub version: String,
 }
 
-/// Two index probes, no join: it runs every round, under the worker's planner settings.
-const INSTALLATION_SQL: &str = "SELECT e.oid::bigint, \
-       (SELECT n.nspname::text FROM pg_catalog.pg_namespace n WHERE n.oid = e.extnamespace), \
-       e.extversion::text \
-     FROM pg_catalog.pg_extension e WHERE e.extname = 'webhook_ext'";
+/// The worker's statements, by file name (sql/worker/NAME.sql).
+macro_rules! worker_sql {
+    ($name:literal) => {
+        include_str!(concat!("../sql/worker/", $name, ".sql"))
+    };
+}
+
+const INSTALLATION_SQL: &str = worker_sql!("installation");
+
+/// How many deliveries are still to send, for the extension in `schema` (already quoted).
+pub fn queue_depth_sql(schema: &str) -> String {
+    in_schema(worker_sql!("queue_depth"), schema)
+}
+
+/// A statement of sql/worker/ for the extension's schema (already quoted).
+fn in_schema(sql: &str, schema: &str) -> String {
+    sql.replace("@extschema@", schema)
+}
 
 pub fn installation(client: &SpiClient<'_>) -> spi::Result<Option<Installation>> {
     read_installation(client.select(INSTALLATION_SQL, None, &[])?)
@@ -128,7 +143,28 @@ impl InstallationLookup {
     }
 }
 
-/// A delivery claimed for one attempt, with everything needed to send it. Its Debug form
+/// A delivery as the walk, a look at the gaps, the due rows or a manual retry found it.
+#[derive(Clone)]
+pub struct Found {
+    pub delivery_id: i64,
+    pub webhook_id: i64,
+    pub event_id: String,
+    pub event: String,
+    /// Read only when the delivery is deliverable.
+    pub body: String,
+    pub attempts: i32,
+    /// Position in the retry schedule of the attempt made so far (attempts since creation or
+    /// the last replay).
+    pub schedule_position: i32,
+    /// Pending and this reader's to send (the walk: never attempted; a due row: pending).
+    pub deliverable: bool,
+    /// The webhook is active (None: it no longer exists).
+    pub webhook_active: Option<bool>,
+    /// The due row it came from (its due time in µs), None if it came from the walk.
+    pub due_us: Option<i64>,
+}
+
+/// A delivery taken for one attempt, with everything needed to send it. Its Debug form
 /// leaves the secrets out.
 #[derive(Clone)]
 pub struct Claimed {
@@ -137,7 +173,7 @@ pub struct Claimed {
     pub event_id: String,
     pub event: String,
     pub body: String,
-    /// 1-based number of the attempt being made (also the claim's token).
+    /// 1-based number of the attempt being made.
     pub attempt: i32,
     /// Position in the retry schedule (attempts since creation or the last replay).
     pub schedule_position: i32,
@@ -148,8 +184,10 @@ pub struct Claimed {
     pub headers_json: String,
     /// The webhook's own schedule in milliseconds, or None for the `webhook.retry_schedule` GUC.
     pub schedule_ms: Option<Vec<i64>>,
-    /// The delivery's status before this claim (used by manual retries).
+    /// The delivery's status before this attempt (used by manual retries).
     pub previous_status: String,
+    /// It has a due row (a retry, a replay, a parked delivery), deleted once it is finished.
+    pub from_due: bool,
 }
 
 impl std::fmt::Debug for Claimed {
@@ -165,6 +203,7 @@ impl std::fmt::Debug for Claimed {
             .field("secret", &"<redacted>")
             .field("signature_header", &self.signature_header)
             .field("previous_status", &self.previous_status)
+            .field("from_due", &self.from_due)
             .finish_non_exhaustive()
     }
 }
@@ -176,298 +215,215 @@ pub struct Recorded {
     pub webhook_id: i64,
     pub attempt: i32,
     pub manual: bool,
-    /// pending | succeeded | failed
     pub status: &'static str,
-    /// For `pending`: wait this long before the next attempt (None keeps next_attempt_at).
     pub retry_delay_ms: Option<i64>,
     pub started_at_epoch: f64,
     pub duration_ms: i32,
     pub response_status: Option<i32>,
     pub response_body: Option<String>,
     pub error: Option<String>,
+    pub from_due: bool,
 }
 
-/// Schema-qualified statements, built once per schema.
+/// A webhook's sending configuration (webhooks.sql).
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub signature_header: String,
+    pub headers_json: String,
+    pub schedule_ms: Option<Vec<i64>>,
+}
+
+impl Found {
+    /// The attempt to make now, with its webhook's configuration.
+    pub fn claim(self, webhook: &WebhookConfig, previous_status: &str) -> Claimed {
+        Claimed {
+            delivery_id: self.delivery_id,
+            webhook_id: self.webhook_id,
+            event_id: self.event_id,
+            event: self.event,
+            body: self.body,
+            attempt: self.attempts + 1,
+            schedule_position: self.schedule_position + 1,
+            url: webhook.url.clone(),
+            secret: webhook.secret.clone(),
+            previous_secret: webhook.previous_secret.clone(),
+            signature_header: webhook.signature_header.clone(),
+            headers_json: webhook.headers_json.clone(),
+            schedule_ms: webhook.schedule_ms.clone(),
+            previous_status: previous_status.to_string(),
+            from_due: self.due_us.is_some(),
+        }
+    }
+}
+
+/// One batch of the purge.
+pub struct PurgeBatch {
+    /// The last id looked at (None: nothing left to look at).
+    pub last_id: Option<i64>,
+    pub purged: u64,
+    /// Every row looked at was older than the retention: the next batch may purge more.
+    pub more: bool,
+}
+
+/// Schema-qualified statements (sql/worker/), built once per installation.
 pub struct Statements {
     pub installation: Installation,
-    claim: Prepared,
+    snapshot: Prepared,
+    walk: Prepared,
+    recheck: Prepared,
+    due: Prepared,
     webhooks: Prepared,
     claim_one: Prepared,
     record: Prepared,
-    release: Prepared,
+    park: Prepared,
+    cancel: Prepared,
+    drop_orphans: Prepared,
+    drop_stale_due: Prepared,
     disable: Prepared,
-    requeue_expired: Prepared,
-    requeue_all: Prepared,
-    next_due: Prepared,
-    purge: Prepared,
     health: Prepared,
     forget_expired_secrets: Prepared,
+    purge: Prepared,
+    next_due: Prepared,
+    load_frontier: Prepared,
+    save_frontier: Prepared,
 }
-
-/// The columns of a claimed delivery (see `read_claimed_delivery`).
-const CLAIMED_DELIVERY: &str =
-    "d.id, d.webhook_id, d.event_id::text, d.event, d.body, d.attempts, \
-     d.attempts - d.attempts_before_replay";
-
-/// The columns of its webhook (see `read_webhook`).
-const WEBHOOK_CONFIG: &str = "w.url, w.secret, \
-     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END, \
-     w.signature_header, w.headers::text, \
-     (SELECT array_agg((extract(epoch FROM s.delay) * 1000)::bigint ORDER BY s.n) \
-        FROM unnest(w.retry_schedule) WITH ORDINALITY AS s(delay, n))";
 
 impl Statements {
     pub fn new(installation: Installation) -> Statements {
-        let s = spi::quote_identifier(&installation.schema);
+        let schema = spi::quote_identifier(&installation.schema);
+        let statement =
+            |types: &[PgBuiltInOids], sql: &str| Prepared::new(types, in_schema(sql, &schema));
         Statements {
             installation,
-            // Per active webhook, up to its room of due rows ($3 for the webhooks in $2, $4 for
-            // the others), oldest first: one slow
-            // endpoint can never take every slot, and the cost does not grow with the backlog.
-            // The rows are picked by `id = ANY(ARRAY(...))` and nothing else: one primary-key
-            // probe each, a plan that stays right whatever the statistics say (joined to
-            // `webhook` here, a plan made on a nearly empty table walked a whole index to merge).
-            claim: Prepared::new(&[INT8OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID, INT8OID], format!(
-                "WITH known(webhook_id, room) AS (SELECT * FROM unnest($2::bigint[], $3::int[])), \
-                 room AS ( \
-                   SELECT w.id AS webhook_id, coalesce(k.room, $4::int) AS room \
-                     FROM {s}.webhook w LEFT JOIN known k ON k.webhook_id = w.id \
-                    WHERE w.active AND coalesce(k.room, $4::int) > 0) \
-                 UPDATE {s}.webhook_delivery d \
-                    SET status = 'delivering', attempts = d.attempts + 1, \
-                        lease_until = now() + $5::bigint * interval '1 millisecond', updated_at = now() \
-                  WHERE d.id = ANY (ARRAY( \
-                          SELECT due.id FROM room r \
-                           CROSS JOIN LATERAL ( \
-                             SELECT d.id FROM {s}.webhook_delivery d \
-                              WHERE d.webhook_id = r.webhook_id AND d.status = 'pending' \
-                                AND d.next_attempt_at <= now() \
-                              ORDER BY d.next_attempt_at LIMIT r.room \
-                              FOR UPDATE SKIP LOCKED) due \
-                           LIMIT $1)) \
-                 RETURNING {}",
-                CLAIMED_DELIVERY
-            )),
-            // The claimed deliveries' webhooks, once each.
-            webhooks: Prepared::new(&[INT8ARRAYOID], format!(
-                "SELECT w.id, {} FROM {s}.webhook w WHERE w.id = ANY ($1::bigint[])",
-                WEBHOOK_CONFIG
-            )),
-            // A row locked by someone else, or already in flight, is not claimed: the caller
-            // reports it as in use.
-            claim_one: Prepared::new(&[INT8OID, INT8OID], format!(
-                "WITH p AS ( \
-                   SELECT d.id, d.status AS previous_status FROM {s}.webhook_delivery d \
-                    WHERE d.id = $1 AND d.status <> 'delivering' FOR UPDATE SKIP LOCKED) \
-                 UPDATE {s}.webhook_delivery d \
-                    SET status = 'delivering', attempts = d.attempts + 1, \
-                        lease_until = now() + $2::bigint * interval '1 millisecond', updated_at = now() \
-                   FROM p, {s}.webhook w \
-                  WHERE d.id = p.id AND w.id = d.webhook_id \
-                 RETURNING {CLAIMED_DELIVERY}, {WEBHOOK_CONFIG}, p.previous_status"
-            )),
-            // `d.id = ANY($1)` keeps a primary-key probe per row even when the statistics
-            // still say the table is nearly empty (a burst after a quiet period).
-            // The attempt is always recorded (if the delivery still exists); the delivery's
-            // state only if this claim still holds it (a re-queued lease has moved on).
-            record: Prepared::new(&[INT8ARRAYOID, INT4ARRAYOID, BOOLARRAYOID, TEXTARRAYOID, INT8ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID], format!(
-                "WITH o AS ( \
-                   SELECT * FROM unnest($1::bigint[], $2::int[], $3::bool[], $4::text[], $5::bigint[], \
-                                        $6::float8[], $7::int[], $8::int[], $9::text[], $10::text[]) \
-                     AS o(delivery_id, attempt, manual, status, retry_delay_ms, started_at_epoch, \
-                          duration_ms, response_status, response_body, error)), \
-                 updated AS ( \
-                   UPDATE {s}.webhook_delivery d \
-                      SET status = o.status, \
-                          next_attempt_at = CASE WHEN o.status = 'pending' THEN coalesce( \
-                              now() + o.retry_delay_ms * interval '1 millisecond', d.next_attempt_at) END, \
-                          lease_until = NULL, response_status = o.response_status, \
-                          response_body = o.response_body, error = o.error, \
-                          duration_ms = o.duration_ms, updated_at = now(), \
-                          delivered_at = CASE WHEN o.status = 'succeeded' THEN now() ELSE d.delivered_at END \
-                     FROM o \
-                    WHERE d.id = ANY ($1::bigint[]) AND d.id = o.delivery_id \
-                      AND d.status = 'delivering' AND d.attempts = o.attempt \
-                   RETURNING d.id) \
-                 INSERT INTO {s}.webhook_attempt \
-                        (delivery_id, webhook_id, attempt, manual, started_at, duration_ms, response_status, \
-                         response_body, error) \
-                 SELECT o.delivery_id, d.webhook_id, o.attempt, o.manual, to_timestamp(o.started_at_epoch), \
-                        o.duration_ms, o.response_status, o.response_body, o.error \
-                   FROM o JOIN {s}.webhook_delivery d ON d.id = o.delivery_id AND d.id = ANY ($1::bigint[])"
-            )),
-            // Claims handed back unsent: pending again, due when they were, the claim's
-            // attempt not counted.
-            release: Prepared::new(&[INT8ARRAYOID, INT4ARRAYOID], format!(
-                "UPDATE {s}.webhook_delivery d \
-                    SET status = 'pending', attempts = d.attempts - 1, lease_until = NULL, updated_at = now() \
-                   FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt) \
-                  WHERE d.id = ANY ($1::bigint[]) AND d.id = r.id \
-                    AND d.status = 'delivering' AND d.attempts = r.attempt"
-            )),
-            disable: Prepared::new(&[INT8ARRAYOID, TEXTARRAYOID], format!(
-                "UPDATE {s}.webhook w SET active = false, disabled_reason = r.reason \
-                   FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) \
-                  WHERE w.id = r.id AND w.active"
-            )),
-            // Every maintenance round: a range of the lease index.
-            requeue_expired: Prepared::new(&[], format!(
-                "UPDATE {s}.webhook_delivery \
-                    SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now(), \
-                        error = 'lease expired: the attempt did not report back (worker restarted?)' \
-                  WHERE status = 'delivering' AND lease_until < now()"
-            )),
-            // Once per worker start: every claim, whatever its lease (a scan of the table).
-            requeue_all: Prepared::new(&[], format!(
-                "UPDATE {s}.webhook_delivery \
-                    SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now(), \
-                        error = 'lease expired: the attempt did not report back (worker restarted?)' \
-                  WHERE status = 'delivering'"
-            )),
-            // One probe of the due index per active webhook: the backlog's size does not matter.
-            next_due: Prepared::new(&[], format!(
-                "SELECT extract(epoch FROM min(due.at) - now())::float8 \
-                   FROM {s}.webhook w CROSS JOIN LATERAL ( \
-                     SELECT d.next_attempt_at AS at FROM {s}.webhook_delivery d \
-                      WHERE d.webhook_id = w.id AND d.status = 'pending' \
-                      ORDER BY d.next_attempt_at LIMIT 1) due \
-                  WHERE w.active"
-            )),
-            // The streak of failed deliveries: a success in the batch restarts it. Crossing
-            // the threshold ($5 > 0) disables the webhook, which cancels its pending rows.
-            health: Prepared::new(&[INT8ARRAYOID, BOOLARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT4OID], format!(
-                "WITH delta AS ( \
-                   SELECT * FROM unnest($1::bigint[], $2::bool[], $3::bool[], $4::int[]) \
-                     AS d(webhook_id, succeeded, failed, failures)), \
-                 health AS ( \
-                   INSERT INTO {s}.webhook_health AS h \
-                          (webhook_id, consecutive_failures, last_success_at, last_failure_at) \
-                   SELECT d.webhook_id, d.failures, CASE WHEN d.succeeded THEN now() END, \
-                          CASE WHEN d.failed THEN now() END \
-                     FROM delta d JOIN {s}.webhook w ON w.id = d.webhook_id \
-                   ON CONFLICT (webhook_id) DO UPDATE SET \
-                      consecutive_failures = CASE WHEN excluded.last_success_at IS NOT NULL \
-                          THEN excluded.consecutive_failures \
-                          ELSE h.consecutive_failures + excluded.consecutive_failures END, \
-                      last_success_at = coalesce(excluded.last_success_at, h.last_success_at), \
-                      last_failure_at = coalesce(excluded.last_failure_at, h.last_failure_at) \
-                   RETURNING h.webhook_id, h.consecutive_failures) \
-                 UPDATE {s}.webhook w SET active = false, \
-                        disabled_reason = format('disabled automatically on %s after %s consecutive failed deliveries', \
-                            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), health.consecutive_failures) \
-                   FROM health \
-                  WHERE w.id = health.webhook_id AND w.active AND $5::int > 0 \
-                    AND health.consecutive_failures >= $5::int"
-            )),
-            // After its grace period a rotated-out secret is forgotten.
-            forget_expired_secrets: Prepared::new(&[], format!(
-                "UPDATE {s}.webhook SET previous_secret = NULL, previous_secret_expires_at = NULL \
-                  WHERE previous_secret_expires_at <= now()"
-            )),
-            // Small batches by primary key: never a long lock on rows writers touch.
-            purge: Prepared::new(&[FLOAT8OID, INT8OID], format!(
-                "DELETE FROM {s}.webhook_delivery WHERE id = ANY (ARRAY( \
-                   SELECT id FROM {s}.webhook_delivery \
-                    WHERE status IN ('succeeded', 'failed', 'cancelled') \
-                      AND updated_at < now() - $1::float8 * interval '1 second' \
-                    ORDER BY updated_at LIMIT $2))"
-            )),
+            snapshot: statement(&[], worker_sql!("snapshot")),
+            walk: statement(&[INT8OID, INT8OID], worker_sql!("walk")),
+            recheck: statement(&[INT8ARRAYOID, INT8ARRAYOID], worker_sql!("recheck")),
+            due: statement(
+                &[INT8OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID],
+                worker_sql!("due"),
+            ),
+            webhooks: statement(&[INT8ARRAYOID], worker_sql!("webhooks")),
+            claim_one: statement(&[INT8OID], worker_sql!("claim_one")),
+            record: statement(
+                &[
+                    INT8ARRAYOID,
+                    INT4ARRAYOID,
+                    BOOLARRAYOID,
+                    TEXTARRAYOID,
+                    INT8ARRAYOID,
+                    FLOAT8ARRAYOID,
+                    INT4ARRAYOID,
+                    INT4ARRAYOID,
+                    TEXTARRAYOID,
+                    TEXTARRAYOID,
+                    BOOLARRAYOID,
+                ],
+                worker_sql!("record"),
+            ),
+            park: statement(&[INT8ARRAYOID, INT8ARRAYOID], worker_sql!("park")),
+            cancel: statement(&[INT8ARRAYOID], worker_sql!("cancel")),
+            drop_orphans: statement(&[INT8ARRAYOID], worker_sql!("drop_orphans")),
+            drop_stale_due: statement(&[INT8ARRAYOID, INT8ARRAYOID], worker_sql!("drop_stale_due")),
+            disable: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("disable")),
+            health: statement(
+                &[INT8ARRAYOID, BOOLARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT4OID],
+                worker_sql!("health"),
+            ),
+            forget_expired_secrets: statement(&[], worker_sql!("forget_expired_secrets")),
+            purge: statement(&[INT8OID, INT8OID, FLOAT8OID], worker_sql!("purge")),
+            next_due: statement(&[], worker_sql!("next_due")),
+            load_frontier: statement(&[], worker_sql!("load_frontier")),
+            save_frontier: statement(&[INT8OID], worker_sql!("save_frontier")),
         }
     }
 
-    /// Delete up to `batch` finished deliveries (and, by cascade, their attempts) older than
-    /// `retention`; pending ones are never touched.
-    pub fn purge(
-        &self,
-        client: &mut SpiClient<'_>,
-        retention: std::time::Duration,
-        batch: i64,
-    ) -> spi::Result<u64> {
-        let rows = self
-            .purge
-            .run(client, &[retention.as_secs_f64().into(), batch.into()])?;
-        Ok(rows.len() as u64)
+    /// (xmin, xmax) of a snapshot taken now.
+    pub fn snapshot(&self, client: &SpiClient<'_>) -> spi::Result<(u64, u64)> {
+        let rows = self.snapshot.run_readonly(client, &[])?;
+        let row = rows.first();
+        let xmin = row.get::<i64>(1)?.unwrap_or_default();
+        let xmax = row.get::<i64>(2)?.unwrap_or_default();
+        Ok((xmin as u64, xmax as u64))
     }
 
-    /// Claim up to `limit` due deliveries: up to its room for each webhook in `rooms`, up to
-    /// `default_room` for the others.
-    pub fn claim(
-        &self,
-        client: &mut SpiClient<'_>,
-        limit: i64,
-        rooms: &[(i64, i32)],
-        default_room: i32,
-        lease_ms: i64,
-    ) -> spi::Result<Vec<Claimed>> {
-        let ids: Vec<i64> = rooms.iter().map(|r| r.0).collect();
-        let room: Vec<i32> = rooms.iter().map(|r| r.1).collect();
-        let rows = self.claim.run(
-            client,
-            &[
-                limit.into(),
-                ids.into(),
-                room.into(),
-                default_room.into(),
-                lease_ms.into(),
-            ],
-        )?;
-        let deliveries = rows
-            .map(|row| read_claimed_delivery(&row))
-            .collect::<spi::Result<Vec<_>>>()?;
-        if deliveries.is_empty() {
+    /// Up to `limit` rows after `cursor`, in id order.
+    pub fn walk(&self, client: &SpiClient<'_>, cursor: i64, limit: i64) -> spi::Result<Vec<Found>> {
+        read_found(self.walk.run_readonly(client, &[cursor.into(), limit.into()])?)
+    }
+
+    /// The rows now in the walk's gaps, (from, to) ranges.
+    pub fn recheck(&self, client: &SpiClient<'_>, gaps: &[(i64, i64)]) -> spi::Result<Vec<Found>> {
+        if gaps.is_empty() {
             return Ok(vec![]);
         }
-        let mut ids: Vec<i64> = deliveries.iter().map(|d| d.webhook_id).collect();
+        let from: Vec<i64> = gaps.iter().map(|g| g.0).collect();
+        let to: Vec<i64> = gaps.iter().map(|g| g.1).collect();
+        read_found(self.recheck.run_readonly(client, &[from.into(), to.into()])?)
+    }
+
+    /// Due rows: up to its number in `reads` for each webhook there, `default_read` for the
+    /// other active webhooks, `limit` in all.
+    pub fn due(
+        &self,
+        client: &SpiClient<'_>,
+        limit: i64,
+        reads: &[(i64, i32)],
+        default_read: i32,
+    ) -> spi::Result<Vec<Found>> {
+        let ids: Vec<i64> = reads.iter().map(|r| r.0).collect();
+        let counts: Vec<i32> = reads.iter().map(|r| r.1).collect();
+        read_found(self.due.run_readonly(
+            client,
+            &[limit.into(), ids.into(), counts.into(), default_read.into()],
+        )?)
+    }
+
+    /// The sending configuration of these webhooks (those that exist).
+    pub fn webhooks(
+        &self,
+        client: &SpiClient<'_>,
+        ids: &[i64],
+    ) -> spi::Result<HashMap<i64, WebhookConfig>> {
+        let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let mut webhooks = std::collections::HashMap::with_capacity(ids.len());
+        let mut webhooks = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(webhooks);
+        }
         for row in self.webhooks.run_readonly(client, &[ids.into()])? {
             let id = row.get::<i64>(1)?.unwrap_or_default();
-            webhooks.insert(id, read_webhook(&row, 2)?);
+            webhooks.insert(
+                id,
+                WebhookConfig {
+                    url: row.get::<String>(2)?.unwrap_or_default(),
+                    secret: row.get::<String>(3)?.unwrap_or_default(),
+                    previous_secret: row.get::<String>(4)?,
+                    signature_header: row.get::<String>(5)?.unwrap_or_default(),
+                    headers_json: row.get::<String>(6)?.unwrap_or_else(|| "{}".to_string()),
+                    schedule_ms: row.get::<Vec<i64>>(7)?,
+                },
+            );
         }
-        Ok(deliveries
-            .into_iter()
-            .filter_map(|delivery| {
-                // A webhook deleted since the claim took its deliveries with it.
-                let webhook = webhooks.get(&delivery.webhook_id)?;
-                Some(Claimed {
-                    previous_status: "pending".to_string(),
-                    ..delivery.with(webhook)
-                })
-            })
-            .collect())
+        Ok(webhooks)
     }
 
-    /// Hand back claims that were never attempted: (delivery id, the claim's attempt).
-    pub fn release(&self, client: &mut SpiClient<'_>, claims: &[(i64, i32)]) -> spi::Result<()> {
-        if claims.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<i64> = claims.iter().map(|c| c.0).collect();
-        let attempts: Vec<i32> = claims.iter().map(|c| c.1).collect();
-        self.release.run(client, &[ids.into(), attempts.into()])?;
-        Ok(())
-    }
-
-    /// Claim one delivery for a manual attempt; None if it is in flight or locked.
+    /// Lock one delivery for a manual attempt (whatever its status, which comes with it);
+    /// None if it does not exist.
     pub fn claim_one(
         &self,
         client: &mut SpiClient<'_>,
         delivery_id: i64,
-        lease_ms: i64,
-    ) -> spi::Result<Option<Claimed>> {
-        let rows = self
-            .claim_one
-            .run(client, &[delivery_id.into(), lease_ms.into()])?;
-        let mut claimed = Vec::new();
+    ) -> spi::Result<Option<(Found, String)>> {
+        let rows = self.claim_one.run(client, &[delivery_id.into()])?;
+        let mut claimed = None;
         for row in rows {
-            let webhook = read_webhook(&row, 8)?;
-            claimed.push(Claimed {
-                previous_status: row.get::<String>(14)?.unwrap_or_default(),
-                ..read_claimed_delivery(&row)?.with(&webhook)
-            });
+            claimed = Some((read_one_found(&row)?, row.get::<String>(11)?.unwrap_or_default()));
         }
-        Ok(claimed.pop())
+        Ok(claimed)
     }
 
     pub fn record(&self, client: &mut SpiClient<'_>, outcomes: &[Recorded]) -> spi::Result<()> {
@@ -487,6 +443,7 @@ impl Statements {
             outcomes.iter().map(|o| o.response_status).collect();
         let response_body = col(&|o| o.response_body.clone());
         let error = col(&|o| o.error.clone());
+        let from_due: Vec<bool> = outcomes.iter().map(|o| o.from_due).collect();
         self.record.run(
             client,
             &[
@@ -500,8 +457,47 @@ impl Statements {
                 response_status.into(),
                 response_body.into(),
                 error.into(),
+                from_due.into(),
             ],
         )?;
+        Ok(())
+    }
+
+    /// Make deliveries due now: (delivery id, webhook id).
+    pub fn park(&self, client: &mut SpiClient<'_>, deliveries: &[(i64, i64)]) -> spi::Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.0).collect();
+        let webhooks: Vec<i64> = deliveries.iter().map(|d| d.1).collect();
+        self.park.run(client, &[ids.into(), webhooks.into()])?;
+        Ok(())
+    }
+
+    /// Cancel pending deliveries of inactive webhooks.
+    pub fn cancel(&self, client: &mut SpiClient<'_>, ids: &[i64]) -> spi::Result<()> {
+        if !ids.is_empty() {
+            self.cancel.run(client, &[ids.to_vec().into()])?;
+        }
+        Ok(())
+    }
+
+    /// Delete deliveries whose webhook is gone.
+    pub fn drop_orphans(&self, client: &mut SpiClient<'_>, ids: &[i64]) -> spi::Result<()> {
+        if !ids.is_empty() {
+            self.drop_orphans.run(client, &[ids.to_vec().into()])?;
+        }
+        Ok(())
+    }
+
+    /// Delete due rows (delivery id, due time in µs) that have nothing left to send.
+    pub fn drop_stale_due(&self, client: &mut SpiClient<'_>, rows: &[(i64, i64)]) -> spi::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let due: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        self.drop_stale_due.run(client, &[ids.into(), due.into()])?;
         Ok(())
     }
 
@@ -559,91 +555,73 @@ impl Statements {
         &self.record.sql
     }
 
-    /// Put claims whose lease ran out back in the queue (`all`: every claim, at worker start,
-    /// when no attempt of a previous worker can still be running).
-    pub fn requeue_expired(&self, client: &mut SpiClient<'_>, all: bool) -> spi::Result<u64> {
-        let statement = if all {
-            &self.requeue_all
-        } else {
-            &self.requeue_expired
-        };
-        let rows = statement.run(client, &[])?;
-        Ok(rows.len() as u64)
+    /// The walk statement's text (a pg_test checks its plan).
+    #[cfg(any(test, feature = "pg_test"))]
+    pub fn walk_sql(&self) -> &str {
+        &self.walk.sql
     }
 
-    /// Seconds until the earliest pending delivery is due (negative: overdue), None if none.
+    /// Delete up to `batch` finished deliveries (and, by trigger, their attempts) older than
+    /// `retention`, looking at the `batch` oldest from id `from` on; pending ones are never
+    /// touched.
+    pub fn purge(
+        &self,
+        client: &mut SpiClient<'_>,
+        from: i64,
+        batch: i64,
+        retention: std::time::Duration,
+    ) -> spi::Result<PurgeBatch> {
+        let rows = self.purge.run(
+            client,
+            &[from.into(), batch.into(), retention.as_secs_f64().into()],
+        )?;
+        let row = rows.first();
+        Ok(PurgeBatch {
+            last_id: row.get::<i64>(1)?,
+            purged: row.get::<i64>(2)?.unwrap_or_default() as u64,
+            more: row.get::<bool>(3)?.unwrap_or_default(),
+        })
+    }
+
+    /// Seconds until the earliest due row is due (negative: overdue), None if none.
     pub fn next_due_in(&self, client: &SpiClient<'_>) -> spi::Result<Option<f64>> {
         self.next_due
             .run_readonly(client, &[])?
             .first()
             .get_one::<f64>()
     }
-}
 
-/// A claimed delivery's own columns (CLAIMED_DELIVERY), before its webhook's are added.
-struct ClaimedDelivery {
-    delivery_id: i64,
-    webhook_id: i64,
-    event_id: String,
-    event: String,
-    body: String,
-    attempt: i32,
-    schedule_position: i32,
-}
+    pub fn load_frontier(&self, client: &SpiClient<'_>) -> spi::Result<i64> {
+        Ok(self
+            .load_frontier
+            .run_readonly(client, &[])?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or_default())
+    }
 
-/// A webhook's columns (WEBHOOK_CONFIG).
-struct WebhookConfig {
-    url: String,
-    secret: String,
-    previous_secret: Option<String>,
-    signature_header: String,
-    headers_json: String,
-    schedule_ms: Option<Vec<i64>>,
-}
-
-impl ClaimedDelivery {
-    fn with(self, webhook: &WebhookConfig) -> Claimed {
-        Claimed {
-            delivery_id: self.delivery_id,
-            webhook_id: self.webhook_id,
-            event_id: self.event_id,
-            event: self.event,
-            body: self.body,
-            attempt: self.attempt,
-            schedule_position: self.schedule_position,
-            url: webhook.url.clone(),
-            secret: webhook.secret.clone(),
-            previous_secret: webhook.previous_secret.clone(),
-            signature_header: webhook.signature_header.clone(),
-            headers_json: webhook.headers_json.clone(),
-            schedule_ms: webhook.schedule_ms.clone(),
-            previous_status: String::new(),
-        }
+    pub fn save_frontier(&self, client: &mut SpiClient<'_>, frontier: i64) -> spi::Result<()> {
+        self.save_frontier.run(client, &[frontier.into()])?;
+        Ok(())
     }
 }
 
-fn read_claimed_delivery(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<ClaimedDelivery> {
-    Ok(ClaimedDelivery {
+fn read_found(rows: SpiTupleTable<'_>) -> spi::Result<Vec<Found>> {
+    rows.map(|row| read_one_found(&row)).collect()
+}
+
+/// The columns every reader of deliveries returns (walk.sql).
+fn read_one_found(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Found> {
+    Ok(Found {
         delivery_id: row.get::<i64>(1)?.unwrap_or_default(),
         webhook_id: row.get::<i64>(2)?.unwrap_or_default(),
         event_id: row.get::<String>(3)?.unwrap_or_default(),
         event: row.get::<String>(4)?.unwrap_or_default(),
         body: row.get::<String>(5)?.unwrap_or_default(),
-        attempt: row.get::<i32>(6)?.unwrap_or_default(),
+        attempts: row.get::<i32>(6)?.unwrap_or_default(),
         schedule_position: row.get::<i32>(7)?.unwrap_or_default(),
-    })
-}
-
-/// The WEBHOOK_CONFIG columns, from column `first` on.
-fn read_webhook(row: &spi::SpiHeapTupleData<'_>, first: usize) -> spi::Result<WebhookConfig> {
-    Ok(WebhookConfig {
-        url: row.get::<String>(first)?.unwrap_or_default(),
-        secret: row.get::<String>(first + 1)?.unwrap_or_default(),
-        previous_secret: row.get::<String>(first + 2)?,
-        signature_header: row.get::<String>(first + 3)?.unwrap_or_default(),
-        headers_json: row
-            .get::<String>(first + 4)?
-            .unwrap_or_else(|| "{}".to_string()),
-        schedule_ms: row.get::<Vec<i64>>(first + 5)?,
+        deliverable: row.get::<bool>(8)?.unwrap_or_default(),
+        webhook_active: row.get::<bool>(9)?,
+        due_us: row.get::<i64>(10)?,
     })
 }

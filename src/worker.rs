@@ -13,13 +13,21 @@ use pgrx::prelude::*;
 use webhook_delivery::http::Client;
 use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pace, Pool};
 
+use webhook_delivery::walk::Walk;
+
 use crate::attempt;
+use crate::in_flight;
 use crate::settings;
 use crate::store::{self, Claimed, Statements};
 use crate::wake;
 
-/// How often expired leases are re-queued, and the longest the worker sleeps.
+/// How often maintenance runs (secrets, purge), and the longest the worker sleeps.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the walk's frontier is saved (a restart walks again from there).
+const FRONTIER_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// While the walk has gaps, look at them again at least this often (a gap that commits
+/// wakes the worker itself; one that never will is closed by a later look).
+const GAP_RECHECK: Duration = Duration::from_millis(100);
 /// Due deliveries left unclaimed (endpoints at their limit) are looked at again this often
 /// even if no attempt finishes.
 const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
@@ -44,8 +52,6 @@ const MAX_OUTSTANDING_NOT_FAST: usize = MAX_OUTSTANDING / 4;
 /// Claim ahead for an endpoint what it gets through in this long, within these bounds.
 const QUEUE_HORIZON: Duration = Duration::from_millis(500);
 const MAX_DEPTH_PER_WEBHOOK: usize = 1_024;
-/// A claim starts at the latest this long before its attempt could outlive the lease.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
 const PURGE_BATCH: i64 = 1_000;
 const PURGE_PAUSE: Duration = Duration::from_millis(10);
@@ -161,10 +167,12 @@ struct Worker {
     pool: Pool,
     statements: Option<Statements>,
     installation: store::InstallationLookup,
-    /// Claimed deliveries not recorded yet (waiting in the pool or running), by delivery id.
-    /// The bodies went to the pool with the jobs.
+    /// Where the walk of the installation's deliveries stands (None until it is loaded).
+    walk: Option<Walk>,
+    /// Deliveries taken and not recorded yet (waiting in the pool or running), by delivery
+    /// id. The bodies went to the pool with the jobs.
     in_flight: HashMap<i64, Claimed>,
-    /// How each endpoint (webhook) is doing: it decides how far ahead to claim for it and
+    /// How each endpoint (webhook) is doing: it decides how far ahead to take for it and
     /// whether it keeps its full share of threads.
     endpoints: HashMap<i64, Endpoint>,
     /// Outcomes known without sending (e.g. unsendable requests), recorded with the next batch.
@@ -173,6 +181,10 @@ struct Worker {
     timeout: Duration,
     schedule: Vec<Duration>,
     last_maintenance: Option<Instant>,
+    /// The frontier last saved, and when.
+    frontier_saved: Option<(i64, Instant)>,
+    /// Where the purge goes on from; 0 after a pass that reached deliveries inside retention.
+    purge_from: i64,
     /// The last purge deleted a full batch: more finished deliveries are past retention.
     purge_behind: bool,
     version_warned: bool,
@@ -181,8 +193,10 @@ struct Worker {
 /// One endpoint's recent attempts and claims.
 #[derive(Default)]
 struct Endpoint {
-    /// Claimed and not recorded yet.
+    /// Taken and not recorded yet.
     outstanding: usize,
+    /// Of those, how many came from due rows (the due query reads past them).
+    outstanding_from_due: usize,
     /// When a batch of successes only (failure streak at 0) was last written to its health.
     clean_health_written_at: Option<Instant>,
 }
@@ -195,6 +209,7 @@ impl Worker {
             pool,
             statements: None,
             installation: store::InstallationLookup::default(),
+            walk: None,
             in_flight: HashMap::new(),
             endpoints: HashMap::new(),
             local_results: Vec::new(),
@@ -202,6 +217,8 @@ impl Worker {
             timeout: settings::timeout(),
             schedule: settings::retry_schedule(),
             last_maintenance: None,
+            frontier_saved: None,
+            purge_from: 0,
             purge_behind: false,
             version_warned: false,
         })
@@ -217,7 +234,7 @@ impl Worker {
             }
 
             // Under a stream of commits, rounds come at most every ROUND_SPACING, each
-            // claiming what committed meanwhile, instead of one round per commit.
+            // taking what committed meanwhile, instead of one round per commit.
             let since_last = last_round.elapsed();
             if since_last < ROUND_SPACING {
                 std::thread::sleep(ROUND_SPACING - since_last);
@@ -239,6 +256,7 @@ impl Worker {
                 break;
             }
         }
+        in_flight::clear_worker();
     }
 
     fn reload_settings(&mut self) {
@@ -253,9 +271,9 @@ impl Worker {
         wake::publish_settings(&settings::effective_json());
     }
 
-    /// The finished attempts. Under load (the pool has claimed work queued, so the threads
-    /// keep going meanwhile) wait a little for more, so that one transaction records many;
-    /// at a trickle nothing waits.
+    /// The finished attempts. Under load (the pool has work queued, so the threads keep going
+    /// meanwhile) wait a little for more, so that one transaction records many; at a trickle
+    /// nothing waits.
     fn collect_results(&mut self) -> Vec<JobResult> {
         let mut results = std::mem::take(&mut self.local_results);
         results.extend(self.pool.try_results());
@@ -273,15 +291,14 @@ impl Worker {
         results
     }
 
-    /// One transaction: record the finished attempts, hand back unsent claims, run the
-    /// maintenance that is due, claim ahead what the endpoints have room for and queue it in
-    /// the pool. Returns how long to sleep before the next pending delivery is due.
+    /// One transaction: record the finished attempts, park what the pool handed back unsent,
+    /// run the maintenance that is due, take what the endpoints have room for (due rows, the
+    /// walk's gaps, then new deliveries) and queue it in the pool. Returns how long to sleep.
     fn round(&mut self, results: Vec<JobResult>) -> Duration {
         let mut records = Vec::with_capacity(results.len());
         let mut released = Vec::new();
         let mut disable = Vec::new();
-        // What this round takes out of `in_flight`, to put back if its transaction must be
-        // retried.
+        // What this round takes out of `in_flight`, to put back if its transaction fails.
         let mut taken = Vec::with_capacity(results.len());
         for result in results {
             let Some(claimed) = self.in_flight.remove(&result.delivery_id) else {
@@ -289,8 +306,11 @@ impl Worker {
             };
             let endpoint = self.endpoints.entry(claimed.webhook_id).or_default();
             endpoint.outstanding = endpoint.outstanding.saturating_sub(1);
+            if claimed.from_due {
+                endpoint.outstanding_from_due = endpoint.outstanding_from_due.saturating_sub(1);
+            }
             match &result.outcome {
-                None => released.push((claimed.delivery_id, claimed.attempt)),
+                None => released.push((claimed.delivery_id, claimed.webhook_id)),
                 Some(outcome) => {
                     let (recorded, disable_reason) = attempt::record_for(
                         &claimed,
@@ -320,52 +340,15 @@ impl Worker {
         // While the purge is behind (its last batch was full), it runs every round.
         let purge_due = maintenance_due || self.purge_behind;
         let nothing_to_record = records.is_empty() && released.is_empty() && disable.is_empty();
-        if free == 0 && !purge_due && nothing_to_record && self.statements.is_some() {
-            // Nothing to claim: a finished attempt wakes us.
+        let gaps_open = self.walk.as_ref().is_some_and(Walk::has_gaps);
+        if free == 0 && !purge_due && nothing_to_record && !gaps_open && self.statements.is_some()
+        {
+            // Nothing to take: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
-        let endpoints: Vec<(i64, usize, Option<Pace>)> = self
-            .endpoints
-            .iter()
-            .map(|(&id, e)| (id, e.outstanding, self.pool.pace(id)))
-            .collect();
-        // Endpoints not known to be fast get no more claims while they hold their share, but
-        // one that holds none may still send a few: that is how a new endpoint shows it is fast.
-        let not_fast = |pace: Option<Pace>| pace.is_none_or(|pace| pace.slow);
-        let not_fast_outstanding: usize = endpoints
-            .iter()
-            .filter(|&&(_, _, pace)| not_fast(pace))
-            .map(|&(_, outstanding, _)| outstanding)
-            .sum();
-        let not_fast_full = not_fast_outstanding >= MAX_OUTSTANDING_NOT_FAST;
-        let probe = Caps::for_concurrency(self.concurrency, self.timeout).per_slow_key as i32;
-        let default_room = if not_fast_full {
-            probe
-        } else {
-            self.depth(None) as i32
-        };
-        let rooms: Vec<(i64, i32)> = endpoints
-            .iter()
-            .map(|&(id, outstanding, pace)| {
-                let room = match (not_fast_full && not_fast(pace), outstanding) {
-                    (true, 0) => probe,
-                    (true, _) => 0,
-                    (false, _) => self.depth(pace) as i32 - outstanding as i32,
-                };
-                (id, room)
-            })
-            .collect();
-        let lease = settings::lease();
-        let plan = RoundPlan {
-            free,
-            default_room,
-            lease_ms: lease.as_millis() as i64,
-            maintenance_due,
-            first_run: self.last_maintenance.is_none(),
-            purge_due,
-            retention: settings::retention(),
-        };
+        let plan = self.plan_round(free, maintenance_due, purge_due);
         let known = self.statements.as_ref().map(|s| s.installation.clone());
+        let walk = self.walk.clone();
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
@@ -375,30 +358,28 @@ impl Worker {
                 if installation.version != env!("CARGO_PKG_VERSION") {
                     return Ok(ClaimRound::OtherVersion(installation.version));
                 }
-                let (s, statements) = match (known.as_ref(), self.statements.as_ref()) {
-                    (Some(known), Some(current)) if *known == installation => (current, None),
+                let (s, fresh, walk) = match (known.as_ref(), self.statements.as_ref(), walk) {
+                    (Some(known), Some(current), Some(walk)) if *known == installation => {
+                        (current, None, walk)
+                    }
                     _ => {
                         // A new installation: outcomes of the old one's rows are not ours to
-                        // record (the caller forgets them).
+                        // record (the caller forgets them). Its walk starts where it was saved.
                         let fresh = Statements::new(installation);
-                        let claimed = plan.claim_and_maintain(client, &fresh, &[])?;
-                        return Ok(ClaimRound::Claimed {
-                            statements: Some(fresh),
-                            recorded: false,
-                            claimed,
-                        });
+                        let walk = Walk::after(fresh.load_frontier(client)?);
+                        let mut claimed = plan.take(client, &fresh, walk)?;
+                        claimed.statements = Some(fresh);
+                        return Ok(ClaimRound::Claimed(claimed));
                     }
                 };
+                let _: &Option<Statements> = &fresh;
                 s.record(client, &records)?;
-                s.release(client, &released)?;
+                s.park(client, &released)?;
                 s.disable(client, &disable)?;
                 s.update_health(client, &health, disable_after)?;
-                let claimed = plan.claim_and_maintain(client, s, &rooms)?;
-                Ok(ClaimRound::Claimed {
-                    statements,
-                    recorded: true,
-                    claimed,
-                })
+                let mut claimed = plan.take(client, s, walk)?;
+                claimed.recorded = true;
+                Ok(ClaimRound::Claimed(claimed))
             })
         }));
 
@@ -420,66 +401,7 @@ impl Worker {
                 wake::report_error(&message);
                 IDLE_INTERVAL
             }
-            Ok(Ok(ClaimRound::Claimed {
-                statements,
-                recorded,
-                claimed,
-            })) => {
-                if let Some(statements) = statements {
-                    log!(
-                        "webhook_ext worker: serving schema \"{}\"",
-                        statements.installation.schema
-                    );
-                    self.forget_schema();
-                    self.statements = Some(statements);
-                }
-                if recorded {
-                    wake::report_progress(self.in_flight.len(), finished);
-                }
-                if maintenance_due {
-                    self.last_maintenance = Some(Instant::now());
-                    // Forget idle endpoints (deleted webhooks among them), but not one the pool
-                    // knows to be fast: forgotten, it would count as new, and get only a probe's
-                    // room while slow endpoints hold their share.
-                    let pool = &self.pool;
-                    self.endpoints.retain(|&id, e| {
-                        e.outstanding > 0 || pool.pace(id).is_some_and(|pace| !pace.slow)
-                    });
-                }
-                if purge_due {
-                    self.purge_behind = claimed.purged >= PURGE_BATCH as u64;
-                }
-                if claimed.purged > 0 {
-                    debug1!(
-                        "webhook_ext worker: purged {} finished deliveries older than webhook.retention",
-                        claimed.purged
-                    );
-                }
-                if claimed.requeued > 0 {
-                    log!(
-                        "webhook_ext worker: re-queued {} deliveries whose lease expired",
-                        claimed.requeued
-                    );
-                }
-                let filled = free == 0 || claimed.deliveries.len() >= free;
-                self.start(claimed.deliveries, lease);
-                if filled {
-                    // More may be due: claim again at once if there is room, else a finished
-                    // attempt wakes us.
-                    return if free > 0 && self.in_flight.len() < MAX_OUTSTANDING {
-                        Duration::ZERO
-                    } else {
-                        MAINTENANCE_INTERVAL
-                    };
-                }
-                match claimed.next_due {
-                    // Overdue rows we could not take belong to endpoints at their limit (or
-                    // are locked by a manual retry): a finished attempt wakes us.
-                    Some(secs) if secs <= 0.0 => OVERDUE_RECHECK,
-                    Some(secs) => Duration::from_secs_f64(secs).min(MAINTENANCE_INTERVAL),
-                    None => MAINTENANCE_INTERVAL,
-                }
-            }
+            Ok(Ok(ClaimRound::Claimed(claimed))) => self.after_round(claimed, finished, &plan),
             // A deadlock (or a serialization failure, which READ COMMITTED should never see)
             // says nothing about the work: the same outcomes are recorded by the next round.
             Err(e) if e.transient => {
@@ -487,10 +409,12 @@ impl Worker {
                 self.restore(taken);
                 RETRY_PAUSE
             }
-            // The outcomes are not recorded: their claims stay 'delivering' until the lease
-            // expires, then they are sent again (at least once, never lost).
+            // Nothing of the round was written: its outcomes are recorded by a later round.
+            // Nothing durable says the deliveries were taken, so none is lost meanwhile, and
+            // the saved frontier stays below them.
             Ok(Err(e)) => {
                 self.fail_batch(&format!("recording {finished} outcomes and claiming: {e}"));
+                self.restore(taken);
                 IDLE_INTERVAL
             }
             Err(e) => {
@@ -498,8 +422,150 @@ impl Worker {
                     "recording {finished} outcomes and claiming: {}",
                     e.message
                 ));
+                self.restore(taken);
                 IDLE_INTERVAL
             }
+        }
+    }
+
+    /// What the round will take for each endpoint, and the maintenance it runs.
+    fn plan_round(&self, free: usize, maintenance_due: bool, purge_due: bool) -> RoundPlan {
+        let endpoints: Vec<(i64, usize, usize, Option<Pace>)> = self
+            .endpoints
+            .iter()
+            .map(|(&id, e)| (id, e.outstanding, e.outstanding_from_due, self.pool.pace(id)))
+            .collect();
+        // Endpoints not known to be fast get no more while they hold their share, but one that
+        // holds none may still send a few: that is how a new endpoint shows it is fast.
+        let not_fast = |pace: Option<Pace>| pace.is_none_or(|pace| pace.slow);
+        let not_fast_outstanding: usize = endpoints
+            .iter()
+            .filter(|&&(_, _, _, pace)| not_fast(pace))
+            .map(|&(_, outstanding, _, _)| outstanding)
+            .sum();
+        let not_fast_full = not_fast_outstanding >= MAX_OUTSTANDING_NOT_FAST;
+        let probe = Caps::for_concurrency(self.concurrency, self.timeout).per_slow_key;
+        let default_room = if not_fast_full {
+            probe
+        } else {
+            self.depth(None)
+        };
+        let rooms = endpoints
+            .iter()
+            .map(|&(id, outstanding, from_due, pace)| {
+                let room = match (not_fast_full && not_fast(pace), outstanding) {
+                    (true, 0) => probe,
+                    (true, _) => 0,
+                    (false, _) => self.depth(pace).saturating_sub(outstanding),
+                };
+                let fast = !not_fast(pace);
+                (id, EndpointRoom { room, from_due, fast })
+            })
+            .collect();
+        let lowest_unrecorded = self
+            .in_flight
+            .values()
+            .filter(|c| !c.from_due)
+            .map(|c| c.delivery_id)
+            .chain(self.local_results.iter().map(|r| r.delivery_id))
+            .min();
+        RoundPlan {
+            free,
+            rooms,
+            default_room,
+            in_flight: self.in_flight.keys().copied().collect(),
+            lowest_unrecorded,
+            save_frontier: self
+                .frontier_saved
+                .is_none_or(|(_, at)| at.elapsed() >= FRONTIER_SAVE_INTERVAL),
+            saved_frontier: self.frontier_saved.map(|(frontier, _)| frontier),
+            maintenance_due,
+            purge_due,
+            purge_from: self.purge_from,
+            retention: settings::retention(),
+        }
+    }
+
+    /// After the round's transaction committed: learn what it did and start what it took.
+    fn after_round(&mut self, claimed: Claims, finished: u64, plan: &RoundPlan) -> Duration {
+        if let Some(statements) = claimed.statements {
+            log!(
+                "webhook_ext worker: serving schema \"{}\"",
+                statements.installation.schema
+            );
+            self.forget_schema();
+            self.statements = Some(statements);
+        }
+        if claimed.recorded {
+            wake::report_progress(self.in_flight.len(), finished);
+        }
+        let mut walk = claimed.walk;
+        if let Some(frontier) = claimed.frontier_saved {
+            self.frontier_saved = Some((frontier, Instant::now()));
+        }
+        if plan.maintenance_due {
+            self.last_maintenance = Some(Instant::now());
+            // Forget idle endpoints (deleted webhooks among them), but not one the pool knows
+            // to be fast: forgotten, it would count as new, and get only a probe's room while
+            // slow endpoints hold their share.
+            let pool = &self.pool;
+            self.endpoints
+                .retain(|&id, e| e.outstanding > 0 || pool.pace(id).is_some_and(|pace| !pace.slow));
+        }
+        if let Some(purge) = claimed.purge {
+            self.purge_behind = purge.more;
+            self.purge_from = match (purge.more, purge.last_id) {
+                (true, Some(last)) => last + 1,
+                _ => 0,
+            };
+            if purge.purged > 0 {
+                debug1!(
+                    "webhook_ext worker: purged {} finished deliveries older than webhook.retention",
+                    purge.purged
+                );
+            }
+        }
+        // Marked in flight before any is sent; one a session's webhook_retry holds is left
+        // to it (and looked at again by the walk, in case that session rolls back).
+        let new_ids: Vec<i64> = claimed.deliveries.iter().map(|c| c.delivery_id).collect();
+        let held = in_flight::publish_worker(self.in_flight.keys().copied(), &new_ids);
+        let deliveries: Vec<Claimed> = if held.is_empty() {
+            claimed.deliveries
+        } else {
+            claimed
+                .deliveries
+                .into_iter()
+                .filter(|c| {
+                    let is_held = held.contains(&c.delivery_id);
+                    if is_held && !c.from_due {
+                        walk.revisit(c.delivery_id);
+                    }
+                    !is_held
+                })
+                .collect()
+        };
+        self.walk = Some(walk);
+        self.start(deliveries);
+        if claimed.more {
+            // More may be waiting: take again at once if there is room, else a finished
+            // attempt wakes us.
+            return if self.in_flight.len() < MAX_OUTSTANDING {
+                Duration::ZERO
+            } else {
+                MAINTENANCE_INTERVAL
+            };
+        }
+        let gaps_wait = if self.walk.as_ref().is_some_and(Walk::has_gaps) {
+            GAP_RECHECK
+        } else {
+            MAINTENANCE_INTERVAL
+        };
+        match claimed.next_due {
+            // Overdue rows we could not take belong to endpoints at their limit (or are held
+            // by a manual retry): a finished attempt wakes us.
+            Some(secs) if secs <= 0.0 => OVERDUE_RECHECK.min(gaps_wait),
+            Some(secs) => Duration::from_secs_f64(secs).min(gaps_wait),
+            None => gaps_wait,
         }
     }
 
@@ -508,29 +574,33 @@ impl Worker {
         for (claimed, result) in taken {
             let endpoint = self.endpoints.entry(claimed.webhook_id).or_default();
             endpoint.outstanding += 1;
+            if claimed.from_due {
+                endpoint.outstanding_from_due += 1;
+            }
             self.in_flight.insert(claimed.delivery_id, claimed);
             self.local_results.push(result);
         }
     }
 
-    /// Queue claimed deliveries in the pool; it signs and sends each when its turn comes.
-    fn start(&mut self, deliveries: Vec<Claimed>, lease: Duration) {
+    /// Queue taken deliveries in the pool; it signs and sends each when its turn comes.
+    fn start(&mut self, deliveries: Vec<Claimed>) {
         if deliveries.is_empty() {
             return;
         }
-        // Started after this, an attempt could outlive its claim's lease: it is handed back.
-        let start_by = Instant::now() + lease.saturating_sub(self.timeout + LEASE_MARGIN);
         let now = SystemTime::now();
         let mut jobs = Vec::with_capacity(deliveries.len());
         for mut delivery in deliveries {
             let endpoint = self.endpoints.entry(delivery.webhook_id).or_default();
             endpoint.outstanding += 1;
+            if delivery.from_due {
+                endpoint.outstanding_from_due += 1;
+            }
             match attempt::message_for(&delivery) {
                 Ok(message) => jobs.push(Job {
                     delivery_id: delivery.delivery_id,
                     attempt: delivery.attempt,
                     key: delivery.webhook_id,
-                    start_by: Some(start_by),
+                    start_by: None,
                     request: Outgoing::SignAtStart {
                         url: std::mem::take(&mut delivery.url),
                         message,
@@ -554,9 +624,7 @@ impl Worker {
     }
 
     /// The health changes worth a write. An endpoint that keeps succeeding moves nothing but
-    /// its last success time: that is written at most every HEALTH_REFRESH, not every round
-    /// (each write also locks the webhook row for the foreign key, as every application
-    /// transaction queueing an event for it does).
+    /// its last success time: that is written at most every HEALTH_REFRESH, not every round.
     fn health_to_write(
         &mut self,
         deltas: Vec<webhook_delivery::health::HealthDelta>,
@@ -582,11 +650,11 @@ impl Worker {
             .collect()
     }
 
-    /// How many deliveries of an endpoint to hold claimed at once: enough that its threads
-    /// never wait for the next claim, few enough that the last one starts within
-    /// QUEUE_HORIZON (and always within its lease). `pace` is the pool's (its threads time
-    /// every attempt); an endpoint without one yet may hang, so it gets two rounds of a slow
-    /// one's cap (once an attempt is back fast, the next round claims its full depth).
+    /// How many deliveries of an endpoint to hold at once: enough that its threads never
+    /// wait for the next round, few enough that the last one starts within QUEUE_HORIZON.
+    /// `pace` is the pool's (its threads time every attempt); an endpoint without one yet
+    /// may hang, so it gets two rounds of a slow one's cap (once an attempt is back fast, the
+    /// next round takes its full depth).
     fn depth(&self, pace: Option<Pace>) -> usize {
         let caps = Caps::for_concurrency(self.concurrency, self.timeout);
         let cap = match pace {
@@ -605,9 +673,13 @@ impl Worker {
     /// whose ids start over.
     fn forget_schema(&mut self) {
         self.statements = None;
+        self.walk = None;
+        self.frontier_saved = None;
+        self.purge_from = 0;
         // Ids start over in a new installation: nothing learnt about the old endpoints holds.
         self.endpoints.clear();
         self.pool.forget_keys();
+        in_flight::clear_worker();
         if self.in_flight.is_empty() && self.local_results.is_empty() {
             return;
         }
@@ -633,81 +705,273 @@ fn new_pool(concurrency: usize) -> std::io::Result<Pool> {
     )
 }
 
-/// What one claim round found.
+/// What one round did, for after its commit.
 struct Claims {
+    /// Set when the installation is new to this worker.
+    statements: Option<Statements>,
+    /// The round's outcomes were recorded (not when the installation changed under them).
+    recorded: bool,
     deliveries: Vec<Claimed>,
+    /// The walk after this round.
+    walk: Walk,
+    /// The round stopped for lack of room, not for lack of work.
+    more: bool,
     next_due: Option<f64>,
-    requeued: u64,
-    purged: u64,
+    purge: Option<store::PurgeBatch>,
+    frontier_saved: Option<i64>,
 }
 
-/// What a round maintains and claims, decided before its transaction.
+/// What an endpoint may take this round.
+#[derive(Clone, Copy)]
+struct EndpointRoom {
+    room: usize,
+    /// Taken from due rows and still in flight: the due query reads past them.
+    from_due: usize,
+    /// The pool knows it answers fast: the walk waits for it rather than park its deliveries.
+    fast: bool,
+}
+
+/// What a round maintains and takes, decided before its transaction.
 struct RoundPlan {
-    /// Most deliveries to claim (0: none).
+    /// Most deliveries to take (0: none).
     free: usize,
+    rooms: HashMap<i64, EndpointRoom>,
     /// The room of a webhook the worker knows nothing about yet.
-    default_room: i32,
-    lease_ms: i64,
+    default_room: usize,
+    in_flight: std::collections::HashSet<i64>,
+    /// The lowest walk delivery taken and not recorded yet.
+    lowest_unrecorded: Option<i64>,
+    save_frontier: bool,
+    saved_frontier: Option<i64>,
     maintenance_due: bool,
-    first_run: bool,
     purge_due: bool,
+    purge_from: i64,
     retention: Duration,
 }
 
+/// What the round does with one delivery it found.
+enum Found {
+    Take(store::Found),
+    /// Not this reader's to send (finished, in flight, a retry that is due elsewhere).
+    Skip,
+    Park(i64, i64),
+    Cancel(i64),
+    Orphan(i64),
+    /// Its endpoint is full and fast: the walk stops before it.
+    Stop,
+}
+
 impl RoundPlan {
-    /// The maintenance that is due, then the claim (`rooms`: the known webhooks' room), in the
+    /// Maintenance, then what to take: due rows, the walk's gaps, new deliveries. In the
     /// caller's transaction.
-    fn claim_and_maintain(
+    fn take(
         &self,
         client: &mut pgrx::spi::SpiClient<'_>,
         s: &Statements,
-        rooms: &[(i64, i32)],
+        mut walk: Walk,
     ) -> pgrx::spi::Result<Claims> {
-        let (mut requeued, mut purged) = (0, 0);
         if self.maintenance_due {
-            requeued = s.requeue_expired(client, self.first_run)?;
             s.forget_expired_secrets(client)?;
         }
-        if self.purge_due {
-            purged = s.purge(client, self.retention, PURGE_BATCH)?;
-        }
-        let deliveries = if self.free > 0 {
-            s.claim(
-                client,
-                self.free as i64,
-                rooms,
-                self.default_room,
-                self.lease_ms,
-            )?
+        let purge = if self.purge_due {
+            Some(s.purge(client, self.purge_from, PURGE_BATCH, self.retention)?)
         } else {
-            vec![]
+            None
         };
+
+        let mut rooms = self.rooms.clone();
+        let mut taking = Taking {
+            plan: self,
+            rooms: &mut rooms,
+            left: self.free,
+            taken: Vec::new(),
+            parked: Vec::new(),
+            cancelled: Vec::new(),
+            orphans: Vec::new(),
+        };
+        let mut stale_due = Vec::new();
+        if self.free > 0 {
+            // Due rows first: retries and backlogs waited longest.
+            let reads: Vec<(i64, i32)> = taking
+                .rooms
+                .iter()
+                .map(|(&id, r)| (id, (r.room + r.from_due) as i32))
+                .collect();
+            for found in s.due(client, (self.free * 2) as i64, &reads, self.default_room as i32)? {
+                if !found.deliverable {
+                    if let Some(due_us) = found.due_us {
+                        stale_due.push((found.delivery_id, due_us));
+                    }
+                    continue;
+                }
+                if taking.left == 0 {
+                    break;
+                }
+                if !self.in_flight.contains(&found.delivery_id)
+                    && taking.room_for(found.webhook_id) > 0
+                {
+                    taking.take(found);
+                }
+            }
+        }
+        if walk.has_gaps() {
+            // The snapshot comes before the look at the gaps (see webhook_delivery::walk).
+            let (xmin, xmax) = s.snapshot(client)?;
+            walk.observe_snapshot(xmin, xmax);
+            for found in s.recheck(client, &walk.gaps())? {
+                match taking.decide(found, false) {
+                    Found::Take(found) => taking.take(found),
+                    other => taking.apply(other),
+                }
+            }
+            walk.settle();
+        }
+        let mut more = false;
+        if taking.left > 0 {
+            let rows = s.walk(client, walk.cursor(), taking.left as i64)?;
+            let read = rows.len();
+            let ids: Vec<i64> = rows.iter().map(|r| r.delivery_id).collect();
+            let mut through = walk.cursor();
+            let mut stopped = false;
+            for found in rows {
+                let id = found.delivery_id;
+                match taking.decide(found, true) {
+                    Found::Stop => {
+                        stopped = true;
+                        break;
+                    }
+                    Found::Take(found) => taking.take(found),
+                    other => taking.apply(other),
+                }
+                through = id;
+            }
+            walk.advance(&ids, through);
+            more = stopped || read >= self.free.max(1) || taking.left == 0;
+        } else if self.free > 0 {
+            more = true;
+        }
+
+        let Taking {
+            taken,
+            parked,
+            cancelled,
+            orphans,
+            ..
+        } = taking;
+        s.park(client, &parked)?;
+        s.cancel(client, &cancelled)?;
+        s.drop_orphans(client, &orphans)?;
+        s.drop_stale_due(client, &stale_due)?;
+
+        let frontier = walk.frontier(self.lowest_unrecorded);
+        let frontier_saved = if self.save_frontier && self.saved_frontier != Some(frontier) {
+            s.save_frontier(client, frontier)?;
+            Some(frontier)
+        } else {
+            None
+        };
+
+        let webhook_ids: Vec<i64> = taken.iter().map(|f| f.webhook_id).collect();
+        let webhooks = s.webhooks(client, &webhook_ids)?;
+        let deliveries: Vec<Claimed> = taken
+            .into_iter()
+            .filter_map(|found| {
+                // A webhook deleted since took its deliveries with it.
+                let webhook = webhooks.get(&found.webhook_id)?;
+                Some(found.claim(webhook, "pending"))
+            })
+            .collect();
         // Only a round that took everything it could see may sleep: then it needs to know
         // when the next delivery is due.
-        let filled = self.free == 0 || deliveries.len() >= self.free;
-        let next_due = if filled { None } else { s.next_due_in(client)? };
+        let next_due = if more { None } else { s.next_due_in(client)? };
         Ok(Claims {
+            statements: None,
+            recorded: false,
             deliveries,
+            walk,
+            more,
             next_due,
-            requeued,
-            purged,
+            purge,
+            frontier_saved,
         })
     }
 }
 
-// Lives for one loop iteration; boxing the big variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
+/// What a round has taken so far, and the room left.
+struct Taking<'a> {
+    plan: &'a RoundPlan,
+    rooms: &'a mut HashMap<i64, EndpointRoom>,
+    left: usize,
+    taken: Vec<store::Found>,
+    parked: Vec<(i64, i64)>,
+    cancelled: Vec<i64>,
+    orphans: Vec<i64>,
+}
+
+impl Taking<'_> {
+    fn room_for(&mut self, webhook_id: i64) -> usize {
+        let default_room = self.plan.default_room;
+        self.rooms
+            .entry(webhook_id)
+            .or_insert(EndpointRoom {
+                room: default_room,
+                from_due: 0,
+                fast: false,
+            })
+            .room
+    }
+
+    fn take(&mut self, found: store::Found) {
+        if let Some(room) = self.rooms.get_mut(&found.webhook_id) {
+            room.room = room.room.saturating_sub(1);
+        }
+        self.left = self.left.saturating_sub(1);
+        self.taken.push(found);
+    }
+
+    /// What to do with a delivery the walk (`walking`) or a look at its gaps found.
+    fn decide(&mut self, found: store::Found, walking: bool) -> Found {
+        if !found.deliverable
+            || self.plan.in_flight.contains(&found.delivery_id)
+            || self.taken.iter().any(|t| t.delivery_id == found.delivery_id)
+        {
+            return Found::Skip;
+        }
+        match found.webhook_active {
+            None => return Found::Orphan(found.delivery_id),
+            Some(false) => return Found::Cancel(found.delivery_id),
+            Some(true) => {}
+        }
+        if self.left > 0 && self.room_for(found.webhook_id) > 0 {
+            return Found::Take(found);
+        }
+        let fast = self
+            .rooms
+            .get(&found.webhook_id)
+            .is_some_and(|room| room.fast);
+        if walking && fast {
+            // It will have room in a moment: parking would only write its backlog twice.
+            Found::Stop
+        } else {
+            Found::Park(found.delivery_id, found.webhook_id)
+        }
+    }
+
+    fn apply(&mut self, found: Found) {
+        match found {
+            Found::Park(id, webhook) => self.parked.push((id, webhook)),
+            Found::Cancel(id) => self.cancelled.push(id),
+            Found::Orphan(id) => self.orphans.push(id),
+            Found::Take(_) | Found::Skip | Found::Stop => {}
+        }
+    }
+}
+
 enum ClaimRound {
     NotInstalled,
     /// Installed at another version: deliveries wait for ALTER EXTENSION ... UPDATE.
     OtherVersion(String),
-    Claimed {
-        /// Set when the installation is new to this worker.
-        statements: Option<Statements>,
-        /// The round's outcomes were recorded (not when the installation changed under them).
-        recorded: bool,
-        claimed: Claims,
-    },
+    Claimed(Claims),
 }
 
 /// Sleep until a commit sets the latch, the pool reports a result, or `timeout` passes.

@@ -11,6 +11,7 @@ use webhook_delivery::{validate, wire};
 
 use super::refuse;
 use crate::attempt;
+use crate::in_flight;
 use crate::pinned::PinnedSearchPath;
 use crate::settings;
 use crate::store::{self, Statements};
@@ -76,34 +77,32 @@ fn statements() -> Statements {
     Statements::new(installation)
 }
 
-/// One manual attempt of a delivery: claim it (55006 if in flight), send, record.
+/// One manual attempt of a delivery: hold it (55006 if in flight), lock it, send, record.
 #[pg_extern(volatile)]
 fn webhook_deliver_now(delivery_id: i64) {
     let _path = PinnedSearchPath::new();
     let statements = statements();
-    let exists = Spi::get_one_with_args::<String>(
-        &format!(
-            "SELECT status FROM {}.webhook_delivery WHERE id = $1",
-            pgrx::spi::quote_identifier(&statements.installation.schema)
-        ),
-        &[delivery_id.into()],
-    )
-    .unwrap_or(None);
-    if exists.is_none() {
-        raise(AttemptError::NoSuchDelivery(delivery_id));
-    }
-
-    let lease_ms = settings::lease().as_millis() as i64;
-    let claimed = Spi::connect_mut(|client| statements.claim_one(client, delivery_id, lease_ms))
-        .unwrap_or_else(|error| {
-            raise(AttemptError::Statement {
-                function: "webhook_retry",
-                error,
-            })
-        });
-    let Some(claimed) = claimed else {
+    // Held in shared memory until this transaction ends: the worker leaves it alone, and
+    // another session's webhook_retry is refused.
+    if !in_flight::hold_for_session(delivery_id) {
         raise(AttemptError::InFlight(delivery_id));
-    };
+    }
+    fn statement_failed<T>(error: pgrx::spi::Error) -> T {
+        raise(AttemptError::Statement {
+            function: "webhook_retry",
+            error,
+        })
+    }
+    let (found, previous_status) =
+        Spi::connect_mut(|client| statements.claim_one(client, delivery_id))
+            .unwrap_or_else(statement_failed)
+            .unwrap_or_else(|| raise(AttemptError::NoSuchDelivery(delivery_id)));
+    let webhook_id = found.webhook_id;
+    let webhook = Spi::connect(|client| statements.webhooks(&client, &[webhook_id]))
+        .unwrap_or_else(statement_failed)
+        .remove(&webhook_id)
+        .unwrap_or_else(|| raise(AttemptError::NoSuchWebhook(webhook_id)));
+    let claimed = found.claim(&webhook, &previous_status);
 
     let started_at = SystemTime::now();
     let outcome = match attempt::request_for(&claimed, started_at) {

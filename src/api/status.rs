@@ -34,9 +34,8 @@ fn webhook_worker_status() -> TableIterator<
     .ok()
     .flatten()
     .unwrap_or_else(|| "public".into());
-    let queue_depth = Spi::get_one::<i64>(&format!(
-        "SELECT count(*) FROM {}.webhook_delivery WHERE status IN ('pending', 'delivering')",
-        pgrx::spi::quote_identifier(&schema)
+    let queue_depth = Spi::get_one::<i64>(&crate::store::queue_depth_sql(
+        &pgrx::spi::quote_identifier(&schema),
     ))
     .ok()
     .flatten()

@@ -78,7 +78,7 @@ fn webhook_trigger<'a>(
     let body = envelope::assemble(
         &event_id.to_string(),
         &event,
-        unix_now_rounded(),
+        unix_now_truncated(),
         data,
         changes,
     )
@@ -209,11 +209,12 @@ fn row_fields(
     }
 }
 
-/// Same rounding as webhook_emit's `extract(epoch FROM clock_timestamp())::bigint`.
-fn unix_now_rounded() -> i64 {
+/// The emission time in whole seconds, truncated as webhook_enqueue's
+/// `floor(extract(epoch FROM clock_timestamp()))`: never later than the commit.
+fn unix_now_truncated() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs_f64().round() as i64)
+        .map_or(0, |since| since.as_secs() as i64)
 }
 
 /// Queue one delivery per active matching webhook; returns how many.
@@ -232,8 +233,13 @@ fn queue(
             let statement = Prepared::new(&[UUIDOID, TEXTOID, TEXTOID], queue_sql(function_oid));
             *cell.borrow_mut() = Some((function_oid, statement));
         }
-        // A shared borrow: a trigger a user put on webhook_delivery may bring us back here.
+        // A shared borrow: a trigger a user put on the deliveries may bring us back here.
         let current = cell.borrow();
+        // The transaction id before the delivery ids: the worker's walk relies on it
+        // (webhook_delivery::walk).
+        // SAFETY: inside the application's transaction, which the INSERT below writes in
+        // anyway; it assigns the id if there is none yet.
+        unsafe { pg_sys::GetTopTransactionId() };
         let (_, statement) = current.as_ref().expect("prepared above");
         Spi::connect_mut(|client| {
             statement
@@ -252,7 +258,7 @@ fn queue_sql(function_oid: pg_sys::Oid) -> String {
             .into_owned()
     };
     format!(
-        "INSERT INTO {schema}.webhook_delivery (webhook_id, event_id, event, body) \
+        "INSERT INTO {schema}.webhook_delivery_store (webhook_id, event_id, event, body) \
          SELECT w.id, $1, $2, $3 FROM {schema}.webhook AS w \
           WHERE w.active AND {schema}.webhook_events_match(w.events, $2)"
     )

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod schedule;
 pub mod signing;
 pub mod validate;
+pub mod walk;
 pub mod wire;
 
 pub use validate::InvalidField;

@@ -1,0 +1,1 @@
+SELECT f.frontier FROM @extschema@.webhook_delivery_frontier AS f

@@ -1,0 +1,11 @@
+-- $1, $2: the walk's gaps, as id ranges (from, to): the rows now there, with the columns of
+-- walk.sql. One primary-key range scan per gap.
+SELECT d.id, d.webhook_id, d.event_id::text, d.event,
+       CASE WHEN d.status = 'pending' AND d.attempts = 0 THEN d.body END,
+       d.attempts, d.attempts - d.attempts_before_replay,
+       d.status = 'pending' AND d.attempts = 0,
+       (SELECT w.active FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
+       NULL::bigint
+  FROM unnest($1::bigint[], $2::bigint[]) AS gap(from_id, to_id)
+  JOIN @extschema@.webhook_delivery_store AS d ON d.id BETWEEN gap.from_id AND gap.to_id
+ ORDER BY d.id
