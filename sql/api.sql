@@ -39,9 +39,11 @@ CREATE TRIGGER webhook_before_write
     FOR EACH ROW EXECUTE FUNCTION webhook_before_write();
 
 -- A webhook switched off keeps nothing queued: its pending deliveries become 'cancelled'
--- (they can be retried by hand, or replayed, once it is active again).
+-- (they can be retried by hand, or replayed, once it is active again). Like the functions
+-- below that write deliveries, it runs as the extension's owner: roles that manage webhooks
+-- are granted the view webhook_delivery, not the tables behind it (docs/SECURITY.md).
 CREATE FUNCTION webhook_after_deactivate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- An attempt in flight finishes and is recorded as usual.
     UPDATE @extschema@.webhook_delivery_store
@@ -141,7 +143,7 @@ REVOKE ALL ON webhook_stats FROM PUBLIC;
 -- webhook row that such a key takes for every queued event.
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION webhook_after_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM @extschema@.webhook_delivery_store WHERE webhook_id = OLD.id;
     DELETE FROM @extschema@.webhook_delivery_due WHERE webhook_id = OLD.id;
@@ -154,7 +156,7 @@ CREATE TRIGGER webhook_after_delete
     FOR EACH ROW EXECUTE FUNCTION webhook_after_delete();
 
 CREATE FUNCTION webhook_delivery_after_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM @extschema@.webhook_attempt
      WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
@@ -337,7 +339,7 @@ COMMENT ON FUNCTION webhook_trigger() IS
 -- Deliveries
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION webhook_retry(id bigint) RETURNS webhook_delivery
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     retried @extschema@.webhook_delivery;
 BEGIN
@@ -359,7 +361,7 @@ CREATE FUNCTION webhook_replay(
     until      timestamptz DEFAULT now(),
     status     text        DEFAULT 'failed'
 ) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     target @extschema@.webhook;
     replayed integer;
@@ -419,7 +421,7 @@ CREATE FUNCTION webhook_worker_status() RETURNS TABLE (
     message         text,
     settings        jsonb
 )
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT p.*, @extschema@.webhook_worker_settings()
       FROM @extschema@.webhook_worker_process() AS p;
 $$;

@@ -91,8 +91,6 @@ INSERT INTO webhook_delivery_frontier DEFAULT VALUES;
 CREATE TABLE webhook_attempt (
     id               bigserial,
     delivery_id      bigint NOT NULL,
-    -- Denormalised from the delivery.
-    webhook_id       bigint,
     attempt          integer NOT NULL,
     manual           boolean NOT NULL DEFAULT false,
     started_at       timestamptz NOT NULL,
@@ -100,6 +98,8 @@ CREATE TABLE webhook_attempt (
     response_status  integer,
     response_body    text,
     error            text,
+    -- Denormalised from the delivery (last: where 0.2.0 added it to installed tables).
+    webhook_id       bigint,
     PRIMARY KEY (delivery_id, attempt)
 );
 COMMENT ON TABLE webhook_attempt IS 'webhook_ext: one row per HTTP attempt';

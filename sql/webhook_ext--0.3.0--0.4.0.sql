@@ -180,7 +180,7 @@ REVOKE ALL ON webhook_stats FROM PUBLIC;
 -- webhook row that such a key takes for every queued event.
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION webhook_after_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM @extschema@.webhook_delivery_store WHERE webhook_id = OLD.id;
     DELETE FROM @extschema@.webhook_delivery_due WHERE webhook_id = OLD.id;
@@ -193,7 +193,7 @@ CREATE TRIGGER webhook_after_delete
     FOR EACH ROW EXECUTE FUNCTION webhook_after_delete();
 
 CREATE FUNCTION webhook_delivery_after_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM @extschema@.webhook_attempt
      WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
@@ -209,7 +209,7 @@ CREATE TRIGGER webhook_delivery_after_delete
     FOR EACH STATEMENT EXECUTE FUNCTION webhook_delivery_after_delete();
 
 CREATE OR REPLACE FUNCTION webhook_after_deactivate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- An attempt in flight finishes and is recorded as usual.
     UPDATE @extschema@.webhook_delivery_store
@@ -262,7 +262,7 @@ CREATE OR REPLACE FUNCTION webhook_replay(
     until      timestamptz DEFAULT now(),
     status     text        DEFAULT 'failed'
 ) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     target @extschema@.webhook;
     replayed integer;
@@ -307,8 +307,26 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION webhook_worker_status() RETURNS TABLE (
+    running         boolean,
+    pid             integer,
+    database        text,
+    started_at      timestamptz,
+    queue_depth     bigint,
+    in_flight       bigint,
+    attempts_total  bigint,
+    last_error      text,
+    last_error_at   timestamptz,
+    message         text,
+    settings        jsonb
+)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.*, @extschema@.webhook_worker_settings()
+      FROM @extschema@.webhook_worker_process() AS p;
+$$;
+
 CREATE FUNCTION webhook_retry(id bigint) RETURNS webhook_delivery
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     retried @extschema@.webhook_delivery;
 BEGIN

@@ -68,7 +68,11 @@ pub fn publish_worker(current: impl Iterator<Item = i64>, new: &[i64]) -> Vec<i6
     let mut state = IN_FLIGHT.exclusive();
     let mut ids: Vec<i64> = current.collect();
     for &id in new {
-        if state.sessions.iter().any(|&(held, pid)| pid != 0 && held == id) {
+        if state
+            .sessions
+            .iter()
+            .any(|&(held, pid)| pid != 0 && held == id)
+        {
             held_by_sessions.push(id);
         } else {
             ids.push(id);

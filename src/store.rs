@@ -10,9 +10,9 @@ use pgrx::pg_sys::BuiltinOid::{
     BOOLARRAYOID, FLOAT8ARRAYOID, FLOAT8OID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID,
     TEXTARRAYOID,
 };
-use std::collections::HashMap;
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::{PgBuiltInOids, PgOid};
+use std::collections::HashMap;
 
 /// A statement planned once (on first use) and kept across transactions: the worker runs the
 /// same few statements thousands of times a second.
@@ -329,7 +329,13 @@ impl Statements {
             drop_stale_due: statement(&[INT8ARRAYOID, INT8ARRAYOID], worker_sql!("drop_stale_due")),
             disable: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("disable")),
             health: statement(
-                &[INT8ARRAYOID, BOOLARRAYOID, BOOLARRAYOID, INT4ARRAYOID, INT4OID],
+                &[
+                    INT8ARRAYOID,
+                    BOOLARRAYOID,
+                    BOOLARRAYOID,
+                    INT4ARRAYOID,
+                    INT4OID,
+                ],
                 worker_sql!("health"),
             ),
             forget_expired_secrets: statement(&[], worker_sql!("forget_expired_secrets")),
@@ -351,7 +357,10 @@ impl Statements {
 
     /// Up to `limit` rows after `cursor`, in id order.
     pub fn walk(&self, client: &SpiClient<'_>, cursor: i64, limit: i64) -> spi::Result<Vec<Found>> {
-        read_found(self.walk.run_readonly(client, &[cursor.into(), limit.into()])?)
+        read_found(
+            self.walk
+                .run_readonly(client, &[cursor.into(), limit.into()])?,
+        )
     }
 
     /// The rows now in the walk's gaps, (from, to) ranges.
@@ -361,7 +370,10 @@ impl Statements {
         }
         let from: Vec<i64> = gaps.iter().map(|g| g.0).collect();
         let to: Vec<i64> = gaps.iter().map(|g| g.1).collect();
-        read_found(self.recheck.run_readonly(client, &[from.into(), to.into()])?)
+        read_found(
+            self.recheck
+                .run_readonly(client, &[from.into(), to.into()])?,
+        )
     }
 
     /// Due rows: up to its number in `reads` for each webhook there, `default_read` for the
@@ -421,7 +433,10 @@ impl Statements {
         let rows = self.claim_one.run(client, &[delivery_id.into()])?;
         let mut claimed = None;
         for row in rows {
-            claimed = Some((read_one_found(&row)?, row.get::<String>(11)?.unwrap_or_default()));
+            claimed = Some((
+                read_one_found(&row)?,
+                row.get::<String>(11)?.unwrap_or_default(),
+            ));
         }
         Ok(claimed)
     }
@@ -491,7 +506,11 @@ impl Statements {
     }
 
     /// Delete due rows (delivery id, due time in µs) that have nothing left to send.
-    pub fn drop_stale_due(&self, client: &mut SpiClient<'_>, rows: &[(i64, i64)]) -> spi::Result<()> {
+    pub fn drop_stale_due(
+        &self,
+        client: &mut SpiClient<'_>,
+        rows: &[(i64, i64)],
+    ) -> spi::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }

@@ -177,6 +177,10 @@ struct Worker {
     endpoints: HashMap<i64, Endpoint>,
     /// Outcomes known without sending (e.g. unsendable requests), recorded with the next batch.
     local_results: Vec<JobResult>,
+    /// Deliveries to make due again (delivery id, webhook id): handed back unsent by the
+    /// pool, or attempted in a round whose transaction failed (their outcome is lost: they
+    /// are sent again, at least once, never lost).
+    to_park: Vec<(i64, i64)>,
     concurrency: usize,
     timeout: Duration,
     schedule: Vec<Duration>,
@@ -213,6 +217,7 @@ impl Worker {
             in_flight: HashMap::new(),
             endpoints: HashMap::new(),
             local_results: Vec::new(),
+            to_park: Vec::new(),
             concurrency,
             timeout: settings::timeout(),
             schedule: settings::retry_schedule(),
@@ -296,7 +301,7 @@ impl Worker {
     /// walk's gaps, then new deliveries) and queue it in the pool. Returns how long to sleep.
     fn round(&mut self, results: Vec<JobResult>) -> Duration {
         let mut records = Vec::with_capacity(results.len());
-        let mut released = Vec::new();
+        let mut released = std::mem::take(&mut self.to_park);
         let mut disable = Vec::new();
         // What this round takes out of `in_flight`, to put back if its transaction fails.
         let mut taken = Vec::with_capacity(results.len());
@@ -341,8 +346,7 @@ impl Worker {
         let purge_due = maintenance_due || self.purge_behind;
         let nothing_to_record = records.is_empty() && released.is_empty() && disable.is_empty();
         let gaps_open = self.walk.as_ref().is_some_and(Walk::has_gaps);
-        if free == 0 && !purge_due && nothing_to_record && !gaps_open && self.statements.is_some()
-        {
+        if free == 0 && !purge_due && nothing_to_record && !gaps_open && self.statements.is_some() {
             // Nothing to take: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
@@ -358,21 +362,30 @@ impl Worker {
                 if installation.version != env!("CARGO_PKG_VERSION") {
                     return Ok(ClaimRound::OtherVersion(installation.version));
                 }
-                let (s, fresh, walk) = match (known.as_ref(), self.statements.as_ref(), walk) {
+                let (s, walk) = match (known.as_ref(), self.statements.as_ref(), walk) {
                     (Some(known), Some(current), Some(walk)) if *known == installation => {
-                        (current, None, walk)
+                        (current, walk)
                     }
                     _ => {
                         // A new installation: outcomes of the old one's rows are not ours to
-                        // record (the caller forgets them). Its walk starts where it was saved.
+                        // record, and what the worker knows of the old one (endpoints, what
+                        // is in flight) says nothing about the new one's ids: the caller
+                        // forgets it, and the next round takes. Its walk starts where it was
+                        // saved.
                         let fresh = Statements::new(installation);
                         let walk = Walk::after(fresh.load_frontier(client)?);
-                        let mut claimed = plan.take(client, &fresh, walk)?;
-                        claimed.statements = Some(fresh);
-                        return Ok(ClaimRound::Claimed(claimed));
+                        return Ok(ClaimRound::Claimed(Claims {
+                            statements: Some(fresh),
+                            recorded: false,
+                            deliveries: vec![],
+                            walk,
+                            more: true,
+                            next_due: None,
+                            purge: None,
+                            frontier_saved: None,
+                        }));
                     }
                 };
-                let _: &Option<Statements> = &fresh;
                 s.record(client, &records)?;
                 s.park(client, &released)?;
                 s.disable(client, &disable)?;
@@ -406,15 +419,17 @@ impl Worker {
             // says nothing about the work: the same outcomes are recorded by the next round.
             Err(e) if e.transient => {
                 debug1!("webhook_ext worker: round retried: {}", e.message);
+                self.to_park = released;
                 self.restore(taken);
                 RETRY_PAUSE
             }
-            // Nothing of the round was written: its outcomes are recorded by a later round.
-            // Nothing durable says the deliveries were taken, so none is lost meanwhile, and
-            // the saved frontier stays below them.
+            // Nothing of the round was written. Its outcomes may be what failed: they are not
+            // recorded again, their deliveries are made due again by the next round (sent
+            // again: at least once, never lost). Until then the saved frontier stays below
+            // them.
             Ok(Err(e)) => {
                 self.fail_batch(&format!("recording {finished} outcomes and claiming: {e}"));
-                self.restore(taken);
+                self.park_after_failure(released, taken);
                 IDLE_INTERVAL
             }
             Err(e) => {
@@ -422,7 +437,7 @@ impl Worker {
                     "recording {finished} outcomes and claiming: {}",
                     e.message
                 ));
-                self.restore(taken);
+                self.park_after_failure(released, taken);
                 IDLE_INTERVAL
             }
         }
@@ -433,7 +448,14 @@ impl Worker {
         let endpoints: Vec<(i64, usize, usize, Option<Pace>)> = self
             .endpoints
             .iter()
-            .map(|(&id, e)| (id, e.outstanding, e.outstanding_from_due, self.pool.pace(id)))
+            .map(|(&id, e)| {
+                (
+                    id,
+                    e.outstanding,
+                    e.outstanding_from_due,
+                    self.pool.pace(id),
+                )
+            })
             .collect();
         // Endpoints not known to be fast get no more while they hold their share, but one that
         // holds none may still send a few: that is how a new endpoint shows it is fast.
@@ -459,7 +481,14 @@ impl Worker {
                     (false, _) => self.depth(pace).saturating_sub(outstanding),
                 };
                 let fast = !not_fast(pace);
-                (id, EndpointRoom { room, from_due, fast })
+                (
+                    id,
+                    EndpointRoom {
+                        room,
+                        from_due,
+                        fast,
+                    },
+                )
             })
             .collect();
         let lowest_unrecorded = self
@@ -468,6 +497,7 @@ impl Worker {
             .filter(|c| !c.from_due)
             .map(|c| c.delivery_id)
             .chain(self.local_results.iter().map(|r| r.delivery_id))
+            .chain(self.to_park.iter().map(|p| p.0))
             .min();
         RoundPlan {
             free,
@@ -567,6 +597,15 @@ impl Worker {
             Some(secs) => Duration::from_secs_f64(secs).min(gaps_wait),
             None => gaps_wait,
         }
+    }
+
+    fn park_after_failure(&mut self, released: Vec<(i64, i64)>, taken: Vec<(Claimed, JobResult)>) {
+        self.to_park = released;
+        self.to_park.extend(
+            taken
+                .into_iter()
+                .map(|(claimed, _)| (claimed.delivery_id, claimed.webhook_id)),
+        );
     }
 
     /// Put a round's finished attempts back, to be recorded by the next round.
@@ -674,6 +713,7 @@ impl Worker {
     fn forget_schema(&mut self) {
         self.statements = None;
         self.walk = None;
+        self.to_park.clear();
         self.frontier_saved = None;
         self.purge_from = 0;
         // Ids start over in a new installation: nothing learnt about the old endpoints holds.
@@ -797,7 +837,12 @@ impl RoundPlan {
                 .iter()
                 .map(|(&id, r)| (id, (r.room + r.from_due) as i32))
                 .collect();
-            for found in s.due(client, (self.free * 2) as i64, &reads, self.default_room as i32)? {
+            for found in s.due(
+                client,
+                (self.free * 2) as i64,
+                &reads,
+                self.default_room as i32,
+            )? {
                 if !found.deliverable {
                     if let Some(due_us) = found.due_us {
                         stale_due.push((found.delivery_id, due_us));
@@ -933,7 +978,10 @@ impl Taking<'_> {
     fn decide(&mut self, found: store::Found, walking: bool) -> Found {
         if !found.deliverable
             || self.plan.in_flight.contains(&found.delivery_id)
-            || self.taken.iter().any(|t| t.delivery_id == found.delivery_id)
+            || self
+                .taken
+                .iter()
+                .any(|t| t.delivery_id == found.delivery_id)
         {
             return Found::Skip;
         }

@@ -233,8 +233,8 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
         .unwrap()
         .get(0);
     db.execute(
-        "INSERT INTO webhook_delivery (webhook_id, event_id, event, body, status, updated_at) \
-         SELECT $1, gen_random_uuid(), 'ok.old', '{}', 'succeeded', now() - interval '1 day' \
+        "INSERT INTO webhook_delivery_store (webhook_id, event_id, event, body, status, created_at, updated_at) \
+         SELECT $1, gen_random_uuid(), 'ok.old', '{}', 'succeeded', now() - interval '2 days', now() - interval '1 day' \
            FROM generate_series(1, 5000)",
         &[&webhook],
     )
@@ -258,7 +258,7 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
     // reports its table statistics.
     wait_until("the worker's table statistics", DEADLINE, || {
         let updated: i64 = db
-            .query_one("SELECT n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_delivery'", &[])
+            .query_one("SELECT n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhook_delivery_store'", &[])
             .unwrap()
             .get(0);
         (updated > 0).then_some(())
@@ -485,6 +485,22 @@ fn extension_schema(db: &mut Client) -> Vec<String> {
          SELECT p.proname || ' ' || p.prosecdef || ' ' || coalesce(p.proconfig::text, '') FROM pg_proc p \
            JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+         UNION ALL \
+         SELECT c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.reloptions::text, '') || ' ' || \
+                coalesce(pg_get_viewdef(c.oid), '') || ' ' || \
+                (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || \
+                                   a.attnotnull || ' ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), ''), \
+                                   ', ' ORDER BY a.attnum) \
+                   FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) \
+           FROM pg_class c \
+           JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e' \
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+         UNION ALL \
+         SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t \
+           JOIN pg_depend d ON d.objid = t.tgrelid AND d.deptype = 'e' \
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
+          WHERE NOT t.tgisinternal \
          ORDER BY 1",
         &[],
     )
@@ -528,6 +544,30 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     );
     assert_eq!(delivery_status(&mut db, delivery), "pending");
 
+    // At 0.3.0 (the release before the storage changed): a delivery with history, and one
+    // that was being delivered when the update came.
+    db.batch_execute("ALTER EXTENSION webhook_ext UPDATE TO '0.3.0'")
+        .unwrap();
+    let failed = emit(&mut db, "up.history");
+    db.execute(
+        "UPDATE webhook_delivery SET status = 'failed', attempts = 2, response_status = 500 WHERE id = $1",
+        &[&failed],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO webhook_attempt (delivery_id, webhook_id, attempt, started_at, response_status) \
+         VALUES ($1, $2, 1, now(), 500), ($1, $2, 2, now(), 500)",
+        &[&failed, &id],
+    )
+    .unwrap();
+    let in_flight = emit(&mut db, "up.in_flight");
+    db.execute(
+        "UPDATE webhook_delivery SET status = 'delivering', attempts = 1, \
+                lease_until = now() + interval '1 minute' WHERE id = $1",
+        &[&in_flight],
+    )
+    .unwrap();
+
     db.batch_execute("ALTER EXTENSION webhook_ext UPDATE")
         .unwrap();
     let version: String = db
@@ -539,13 +579,44 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         .get(0);
     // Every upgrade script in turn (0.1.0 → 0.2.0 → ... → this release).
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    // Every delivery kept its id: the pending one and the interrupted one are sent (the
+    // interrupted one as its second attempt), the failed one keeps its state and attempts.
     wait_for_status(&mut db, delivery, "succeeded", DEADLINE);
-    let request = receiver.wait_for(1, DEADLINE).remove(0);
-    assert!(verify_hex(
-        &secret,
-        &request.body,
-        request.header("X-Webhook-Signature").unwrap()
-    ));
+    wait_for_status(&mut db, in_flight, "succeeded", DEADLINE);
+    let requests = receiver.wait_for(2, DEADLINE);
+    for request in &requests {
+        assert!(verify_hex(
+            &secret,
+            &request.body,
+            request.header("X-Webhook-Signature").unwrap()
+        ));
+    }
+    let events: Vec<&str> = requests
+        .iter()
+        .map(|r| r.header("X-Event-Type").unwrap())
+        .collect();
+    assert!(
+        events.contains(&"up.before") && events.contains(&"up.in_flight"),
+        "{events:?}"
+    );
+    let interrupted: i32 = db
+        .query_one(
+            "SELECT attempts FROM webhook_delivery WHERE id = $1",
+            &[&in_flight],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(interrupted, 2);
+    let history = db
+        .query_one(
+            "SELECT d.status, d.attempts, (SELECT count(*) FROM webhook_attempt a WHERE a.delivery_id = d.id) \
+               FROM webhook_delivery d WHERE d.id = $1",
+            &[&failed],
+        )
+        .unwrap();
+    assert_eq!(history.get::<_, String>(0), "failed");
+    assert_eq!(history.get::<_, i32>(1), 2);
+    assert_eq!(history.get::<_, i64>(2), 2);
 
     // Same functions as a fresh install of this release, and the new ones work on the old data.
     assert_eq!(
@@ -564,7 +635,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     let stats = db
         .query_one("SELECT deliveries_succeeded, last_success_at IS NOT NULL FROM webhook_stats WHERE webhook_id = $1", &[&id])
         .unwrap();
-    assert_eq!(stats.get::<_, i64>(0), 1);
+    assert_eq!(stats.get::<_, i64>(0), 2);
     assert!(stats.get::<_, bool>(1));
     let replayed: i32 = db
         .query_one(
@@ -573,8 +644,8 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         )
         .unwrap()
         .get(0);
-    assert_eq!(replayed, 1);
-    assert_eq!(receiver.wait_for(2, DEADLINE).len(), 2);
+    assert_eq!(replayed, 2);
+    assert_eq!(receiver.wait_for(4, DEADLINE).len(), 4);
 }
 
 #[test]

@@ -27,19 +27,20 @@ fn webhook_worker_status() -> TableIterator<
     ),
 > {
     let _path = PinnedSearchPath::new();
-    let schema = Spi::get_one::<String>(
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
-         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'webhook_ext'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| "public".into());
-    let queue_depth = Spi::get_one::<i64>(&crate::store::queue_depth_sql(
-        &pgrx::spi::quote_identifier(&schema),
-    ))
-    .ok()
-    .flatten()
-    .unwrap_or(0);
+    let queue_depth = Spi::connect(|client| crate::store::installation(&client))
+        .ok()
+        .flatten()
+        .and_then(|installation| {
+            let schema = pgrx::spi::quote_identifier(&installation.schema);
+            let sql = if installation.version == env!("CARGO_PKG_VERSION") {
+                crate::store::queue_depth_sql(&schema)
+            } else {
+                // An installation waiting for ALTER EXTENSION ... UPDATE: its old table.
+                format!("SELECT count(*) FROM {schema}.webhook_delivery WHERE status IN ('pending', 'delivering')")
+            };
+            Spi::get_one::<i64>(&sql).ok().flatten()
+        })
+        .unwrap_or(0);
     let database = settings::database();
     let timestamp = |unix: i64| (unix > 0).then(|| pgrx::datum::to_timestamp(unix as f64));
 
