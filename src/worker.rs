@@ -11,8 +11,11 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use webhook_delivery::http::Client;
-use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pace, Pool};
+use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pool};
 
+use webhook_delivery::pacing::{
+    self, Placement, Room, MAINTENANCE_INTERVAL, MAX_OUTSTANDING,
+};
 use webhook_delivery::walk::Walk;
 
 use crate::attempt;
@@ -21,16 +24,8 @@ use crate::settings;
 use crate::store::{self, Claimed, Statements};
 use crate::wake;
 
-/// How often maintenance runs (secrets, purge), and the longest the worker sleeps.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the walk's frontier is saved (a restart walks again from there).
 const FRONTIER_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// While the walk has gaps, look at them again at least this often (a gap that commits
-/// wakes the worker itself; one that never will is closed by a later look).
-const GAP_RECHECK: Duration = Duration::from_millis(100);
-/// Due deliveries left unclaimed (endpoints at their limit) are looked at again this often
-/// even if no attempt finishes.
-const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
 /// While the extension is not installed in `webhook.database`, look again this often.
 const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Under load, wait up to this long for up to this many results before recording them.
@@ -42,16 +37,8 @@ const COALESCE_BATCH: usize = 256;
 const ROUND_SPACING: Duration = Duration::from_millis(1);
 /// How stale an endpoint's last success time may get while it keeps succeeding.
 const HEALTH_REFRESH: Duration = Duration::from_secs(1);
-/// Most deliveries claimed in one transaction, and held claimed at once.
+/// Most deliveries taken in one round (pacing::MAX_OUTSTANDING: held at once).
 const MAX_CLAIM_BATCH: usize = 1_000;
-const MAX_OUTSTANDING: usize = 2_048;
-/// Most of those held for endpoints not known to answer fast (slow ones, and new ones until
-/// an attempt finished), so that however many hang the rest stays for the fast ones. One
-/// claim round may go past it by up to MAX_CLAIM_BATCH.
-const MAX_OUTSTANDING_NOT_FAST: usize = MAX_OUTSTANDING / 4;
-/// Claim ahead for an endpoint what it gets through in this long, within these bounds.
-const QUEUE_HORIZON: Duration = Duration::from_millis(500);
-const MAX_DEPTH_PER_WEBHOOK: usize = 1_024;
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
 const PURGE_BATCH: i64 = 1_000;
 const PURGE_PAUSE: Duration = Duration::from_millis(10);
@@ -445,52 +432,22 @@ impl Worker {
 
     /// What the round will take for each endpoint, and the maintenance it runs.
     fn plan_round(&self, free: usize, maintenance_due: bool, purge_due: bool) -> RoundPlan {
-        let endpoints: Vec<(i64, usize, usize, Option<Pace>)> = self
+        let endpoints = self
             .endpoints
             .iter()
             .map(|(&id, e)| {
-                (
-                    id,
-                    e.outstanding,
-                    e.outstanding_from_due,
-                    self.pool.pace(id),
-                )
-            })
-            .collect();
-        // Endpoints not known to be fast get no more while they hold their share, but one that
-        // holds none may still send a few: that is how a new endpoint shows it is fast.
-        let not_fast = |pace: Option<Pace>| pace.is_none_or(|pace| pace.slow);
-        let not_fast_outstanding: usize = endpoints
-            .iter()
-            .filter(|&&(_, _, _, pace)| not_fast(pace))
-            .map(|&(_, outstanding, _, _)| outstanding)
-            .sum();
-        let not_fast_full = not_fast_outstanding >= MAX_OUTSTANDING_NOT_FAST;
-        let probe = Caps::for_concurrency(self.concurrency, self.timeout).per_slow_key;
-        let default_room = if not_fast_full {
-            probe
-        } else {
-            self.depth(None)
-        };
-        let rooms = endpoints
-            .iter()
-            .map(|&(id, outstanding, from_due, pace)| {
-                let room = match (not_fast_full && not_fast(pace), outstanding) {
-                    (true, 0) => probe,
-                    (true, _) => 0,
-                    (false, _) => self.depth(pace).saturating_sub(outstanding),
+                let state = pacing::Endpoint {
+                    outstanding: e.outstanding,
+                    outstanding_from_due: e.outstanding_from_due,
+                    pace: self.pool.pace(id),
                 };
-                let fast = !not_fast(pace);
-                (
-                    id,
-                    EndpointRoom {
-                        room,
-                        from_due,
-                        fast,
-                    },
-                )
+                (id, state)
             })
             .collect();
+        let rooms = pacing::rooms(
+            &Caps::for_concurrency(self.concurrency, self.timeout),
+            &endpoints,
+        );
         let lowest_unrecorded = self
             .in_flight
             .values()
@@ -501,8 +458,8 @@ impl Worker {
             .min();
         RoundPlan {
             free,
-            rooms,
-            default_room,
+            rooms: rooms.known,
+            default_room: rooms.default_room,
             in_flight: self.in_flight.keys().copied().collect(),
             lowest_unrecorded,
             save_frontier: self
@@ -576,27 +533,12 @@ impl Worker {
         };
         self.walk = Some(walk);
         self.start(deliveries);
-        if claimed.more {
-            // More may be waiting: take again at once if there is room, else a finished
-            // attempt wakes us.
-            return if self.in_flight.len() < MAX_OUTSTANDING {
-                Duration::ZERO
-            } else {
-                MAINTENANCE_INTERVAL
-            };
-        }
-        let gaps_wait = if self.walk.as_ref().is_some_and(Walk::has_gaps) {
-            GAP_RECHECK
-        } else {
-            MAINTENANCE_INTERVAL
-        };
-        match claimed.next_due {
-            // Overdue rows we could not take belong to endpoints at their limit (or are held
-            // by a manual retry): a finished attempt wakes us.
-            Some(secs) if secs <= 0.0 => OVERDUE_RECHECK.min(gaps_wait),
-            Some(secs) => Duration::from_secs_f64(secs).min(gaps_wait),
-            None => gaps_wait,
-        }
+        pacing::sleep_after_round(
+            claimed.more,
+            self.in_flight.len() < MAX_OUTSTANDING,
+            claimed.next_due,
+            self.walk.as_ref().is_some_and(Walk::has_gaps),
+        )
     }
 
     fn park_after_failure(&mut self, released: Vec<(i64, i64)>, taken: Vec<(Claimed, JobResult)>) {
@@ -689,24 +631,6 @@ impl Worker {
             .collect()
     }
 
-    /// How many deliveries of an endpoint to hold at once: enough that its threads never
-    /// wait for the next round, few enough that the last one starts within QUEUE_HORIZON.
-    /// `pace` is the pool's (its threads time every attempt); an endpoint without one yet
-    /// may hang, so it gets two rounds of a slow one's cap (once an attempt is back fast, the
-    /// next round takes its full depth).
-    fn depth(&self, pace: Option<Pace>) -> usize {
-        let caps = Caps::for_concurrency(self.concurrency, self.timeout);
-        let cap = match pace {
-            Some(pace) if !pace.slow => caps.per_key,
-            _ => caps.per_slow_key,
-        };
-        let rounds = match pace {
-            Some(pace) => QUEUE_HORIZON.as_secs_f64() / pace.average.as_secs_f64().max(1e-5),
-            None => 1.0,
-        };
-        ((cap as f64 * (1.0 + rounds)) as usize).clamp(2 * cap, MAX_DEPTH_PER_WEBHOOK)
-    }
-
     /// The extension was dropped (or moved): attempts still in flight belong to rows that are
     /// gone. A new pool makes sure none of their results is recorded against the new tables,
     /// whose ids start over.
@@ -761,21 +685,11 @@ struct Claims {
     frontier_saved: Option<i64>,
 }
 
-/// What an endpoint may take this round.
-#[derive(Clone, Copy)]
-struct EndpointRoom {
-    room: usize,
-    /// Taken from due rows and still in flight: the due query reads past them.
-    from_due: usize,
-    /// The pool knows it answers fast: the walk waits for it rather than park its deliveries.
-    fast: bool,
-}
-
 /// What a round maintains and takes, decided before its transaction.
 struct RoundPlan {
     /// Most deliveries to take (0: none).
     free: usize,
-    rooms: HashMap<i64, EndpointRoom>,
+    rooms: HashMap<i64, Room>,
     /// The room of a webhook the worker knows nothing about yet.
     default_room: usize,
     in_flight: std::collections::HashSet<i64>,
@@ -945,7 +859,7 @@ impl RoundPlan {
 /// What a round has taken so far, and the room left.
 struct Taking<'a> {
     plan: &'a RoundPlan,
-    rooms: &'a mut HashMap<i64, EndpointRoom>,
+    rooms: &'a mut HashMap<i64, Room>,
     left: usize,
     taken: Vec<store::Found>,
     parked: Vec<(i64, i64)>,
@@ -958,7 +872,7 @@ impl Taking<'_> {
         let default_room = self.plan.default_room;
         self.rooms
             .entry(webhook_id)
-            .or_insert(EndpointRoom {
+            .or_insert(Room {
                 room: default_room,
                 from_due: 0,
                 fast: false,
@@ -967,6 +881,7 @@ impl Taking<'_> {
     }
 
     fn take(&mut self, found: store::Found) {
+        self.room_for(found.webhook_id);
         if let Some(room) = self.rooms.get_mut(&found.webhook_id) {
             room.room = room.room.saturating_sub(1);
         }
@@ -990,18 +905,11 @@ impl Taking<'_> {
             Some(false) => return Found::Cancel(found.delivery_id),
             Some(true) => {}
         }
-        if self.left > 0 && self.room_for(found.webhook_id) > 0 {
-            return Found::Take(found);
-        }
-        let fast = self
-            .rooms
-            .get(&found.webhook_id)
-            .is_some_and(|room| room.fast);
-        if walking && fast {
-            // It will have room in a moment: parking would only write its backlog twice.
-            Found::Stop
-        } else {
-            Found::Park(found.delivery_id, found.webhook_id)
+        let room = self.rooms.get(&found.webhook_id).copied();
+        match pacing::place(room, self.plan.default_room, self.left, walking) {
+            Placement::Take => Found::Take(found),
+            Placement::Park => Found::Park(found.delivery_id, found.webhook_id),
+            Placement::Stop => Found::Stop,
         }
     }
 

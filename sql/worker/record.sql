@@ -3,7 +3,9 @@
 -- written only if no other attempt was recorded since this one started (attempts moved) and,
 -- for the worker's attempts, if the delivery is still pending (not cancelled meanwhile).
 -- A delivery to be retried gets (or keeps) its due row; one that came from a due row and is
--- finished loses it. The attempt is always recorded, if its delivery still exists.
+-- finished loses it. The attempt is always recorded, if its delivery still exists and no
+-- attempt of that number or later is (a per-row probe of the attempt's key: ON CONFLICT
+-- would log a second record for every attempt).
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::bool[], $4::text[], $5::bigint[],
                                     $6::float8[], $7::int[], $8::int[], $9::text[], $10::text[],
@@ -43,4 +45,5 @@ SELECT o.delivery_id, d.webhook_id, o.attempt, o.manual, pg_catalog.to_timestamp
        o.duration_ms, o.response_status, o.response_body, o.error
   FROM o JOIN @extschema@.webhook_delivery_store AS d
     ON d.id = o.delivery_id AND d.id = ANY ($1::bigint[])
-    ON CONFLICT (delivery_id, attempt) DO NOTHING
+ WHERE o.attempt > coalesce((SELECT pg_catalog.max(earlier.attempt) FROM @extschema@.webhook_attempt AS earlier
+                              WHERE earlier.delivery_id = o.delivery_id), 0)

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod fair;
 pub mod health;
 pub mod http;
+pub mod pacing;
 pub mod policy;
 pub mod pool;
 pub mod schedule;

@@ -1,0 +1,265 @@
+//! How much the worker takes for each endpoint per round, what it does with a delivery it
+//! cannot send yet, and how long it sleeps: the policy, apart from the Postgres shell that
+//! applies it (src/worker.rs).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::pool::{Caps, Pace};
+
+/// Most deliveries held (taken and not recorded) at once.
+pub const MAX_OUTSTANDING: usize = 2_048;
+/// Most of those held for endpoints not known to answer fast (slow ones, and new ones until
+/// an attempt finished), so that however many hang the rest stays for the fast ones. One
+/// round may go past it by up to a round's worth.
+pub const MAX_OUTSTANDING_NOT_FAST: usize = MAX_OUTSTANDING / 4;
+/// Take ahead for an endpoint what it gets through in this long, within these bounds.
+pub const QUEUE_HORIZON: Duration = Duration::from_millis(500);
+pub const MAX_DEPTH_PER_ENDPOINT: usize = 1_024;
+
+/// What the worker knows of one endpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoint {
+    /// Taken and not recorded yet.
+    pub outstanding: usize,
+    /// Of those, how many came from due rows.
+    pub outstanding_from_due: usize,
+    /// The pool's measure of its attempts (None until one finished).
+    pub pace: Option<Pace>,
+}
+
+/// What an endpoint may take this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub room: usize,
+    /// Taken from due rows and still in flight: the due query reads past them.
+    pub from_due: usize,
+    /// It is known to answer fast: the walk waits for it rather than park its deliveries.
+    pub fast: bool,
+}
+
+/// Each known endpoint's room this round, and the room of an endpoint seen for the first time.
+#[derive(Debug, Clone)]
+pub struct Rooms {
+    pub known: HashMap<i64, Room>,
+    pub default_room: usize,
+}
+
+fn not_fast(pace: Option<Pace>) -> bool {
+    pace.is_none_or(|pace| pace.slow)
+}
+
+/// How many deliveries of an endpoint to hold at once: enough that its threads never wait
+/// for the next round, few enough that the last one starts within QUEUE_HORIZON. An endpoint
+/// without a pace yet may hang, so it gets two rounds of a slow one's cap (once an attempt is
+/// back fast, the next round takes its full depth).
+pub fn depth(caps: &Caps, pace: Option<Pace>) -> usize {
+    let cap = match pace {
+        Some(pace) if !pace.slow => caps.per_key,
+        _ => caps.per_slow_key,
+    };
+    let rounds = match pace {
+        Some(pace) => QUEUE_HORIZON.as_secs_f64() / pace.average.as_secs_f64().max(1e-5),
+        None => 1.0,
+    };
+    ((cap as f64 * (1.0 + rounds)) as usize).clamp(2 * cap, MAX_DEPTH_PER_ENDPOINT)
+}
+
+/// The rooms of a round. Endpoints not known to be fast get no more while they hold their
+/// share all together, but one that holds none may still send a probe's worth: that is how
+/// a new endpoint shows it is fast.
+pub fn rooms(caps: &Caps, endpoints: &HashMap<i64, Endpoint>) -> Rooms {
+    let not_fast_outstanding: usize = endpoints
+        .values()
+        .filter(|e| not_fast(e.pace))
+        .map(|e| e.outstanding)
+        .sum();
+    let not_fast_full = not_fast_outstanding >= MAX_OUTSTANDING_NOT_FAST;
+    let probe = caps.per_slow_key;
+    let default_room = if not_fast_full {
+        probe
+    } else {
+        depth(caps, None)
+    };
+    let known = endpoints
+        .iter()
+        .map(|(&id, e)| {
+            let room = match (not_fast_full && not_fast(e.pace), e.outstanding) {
+                (true, 0) => probe,
+                (true, _) => 0,
+                (false, _) => depth(caps, e.pace).saturating_sub(e.outstanding),
+            };
+            let room = Room {
+                room,
+                from_due: e.outstanding_from_due,
+                fast: !not_fast(e.pace),
+            };
+            (id, room)
+        })
+        .collect();
+    Rooms {
+        known,
+        default_room,
+    }
+}
+
+/// What to do with a deliverable delivery the round found. A delivery found in the walk's
+/// gaps is never left for later: the gap may close, so it is parked if not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Send it now.
+    Take,
+    /// Make it due: its endpoint takes it when it has room, and the walk goes on.
+    Park,
+    /// Its endpoint is full but fast, or the round is full: the walk stops before it and the
+    /// next round goes on from there (parking would only write the backlog twice).
+    Stop,
+}
+
+/// `room`: what its endpoint has left (None: an endpoint not seen yet, which gets the
+/// default room); `left`: what the round may still take; `walking`: found by the walk
+/// (rather than in its gaps, which are parked whatever the endpoint).
+pub fn place(room: Option<Room>, default_room: usize, left: usize, walking: bool) -> Placement {
+    let (room, fast) = room.map_or((default_room, false), |r| (r.room, r.fast));
+    if left > 0 && room > 0 {
+        Placement::Take
+    } else if walking && (fast || left == 0) {
+        Placement::Stop
+    } else {
+        Placement::Park
+    }
+}
+
+/// Most time the worker sleeps between rounds when nothing wakes it.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Due deliveries left untaken (endpoints at their limit) are looked at again this often even
+/// if no attempt finishes.
+pub const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
+/// While the walk has gaps, look at them again at least this often (a gap that commits wakes
+/// the worker itself; one that never will is closed by a later look).
+pub const GAP_RECHECK: Duration = Duration::from_millis(100);
+
+/// How long to sleep after a round. `more`: it stopped for lack of room, not of work;
+/// `room_left`: the worker may still take more; `next_due`: seconds until the earliest due
+/// row (negative: overdue), if any; `gaps`: the walk has gaps.
+pub fn sleep_after_round(more: bool, room_left: bool, next_due: Option<f64>, gaps: bool) -> Duration {
+    if more {
+        // Take again at once if there is room, else a finished attempt wakes the worker.
+        return if room_left {
+            Duration::ZERO
+        } else {
+            MAINTENANCE_INTERVAL
+        };
+    }
+    let idle = if gaps { GAP_RECHECK } else { MAINTENANCE_INTERVAL };
+    match next_due {
+        // Overdue rows it could not take belong to endpoints at their limit (or held by a
+        // manual retry): a finished attempt wakes it.
+        Some(secs) if secs <= 0.0 => OVERDUE_RECHECK.min(idle),
+        Some(secs) => Duration::from_secs_f64(secs).min(idle),
+        None => idle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> Caps {
+        Caps::for_concurrency(32, Duration::from_secs(5))
+    }
+
+    fn fast(ms: u64) -> Option<Pace> {
+        Some(Pace {
+            average: Duration::from_millis(ms),
+            slow: false,
+        })
+    }
+
+    fn slow() -> Option<Pace> {
+        Some(Pace {
+            average: Duration::from_secs(5),
+            slow: true,
+        })
+    }
+
+    #[test]
+    fn a_fast_endpoint_is_given_what_it_gets_through_in_the_horizon_within_bounds() {
+        let caps = caps();
+        // 16 threads at 1 ms each: 8,000 in 500 ms, capped.
+        assert_eq!(depth(&caps, fast(1)), MAX_DEPTH_PER_ENDPOINT);
+        // 16 threads at 100 ms: 16 × (1 + 5) = 96.
+        assert_eq!(depth(&caps, fast(100)), 96);
+        // Slow or unknown: two rounds of the slow cap.
+        assert_eq!(depth(&caps, slow()), 2 * caps.per_slow_key);
+        assert_eq!(depth(&caps, None), 2 * caps.per_slow_key);
+    }
+
+    #[test]
+    fn endpoints_that_are_not_fast_lose_their_room_when_they_hold_their_share_together() {
+        let caps = caps();
+        let mut endpoints = HashMap::new();
+        endpoints.insert(
+            1,
+            Endpoint {
+                outstanding: MAX_OUTSTANDING_NOT_FAST,
+                outstanding_from_due: 3,
+                pace: slow(),
+            },
+        );
+        endpoints.insert(2, Endpoint::default());
+        endpoints.insert(
+            3,
+            Endpoint {
+                outstanding: 10,
+                pace: fast(1),
+                ..Endpoint::default()
+            },
+        );
+        let rooms = rooms(&caps, &endpoints);
+        assert_eq!(rooms.known[&1].room, 0);
+        assert_eq!(rooms.known[&1].from_due, 3);
+        // Holding nothing, it may still probe.
+        assert_eq!(rooms.known[&2].room, caps.per_slow_key);
+        assert_eq!(rooms.default_room, caps.per_slow_key);
+        // A fast one keeps its depth.
+        assert_eq!(rooms.known[&3].room, MAX_DEPTH_PER_ENDPOINT - 10);
+        assert!(rooms.known[&3].fast && !rooms.known[&1].fast);
+    }
+
+    #[test]
+    fn a_full_endpoint_stops_the_walk_if_fast_and_is_parked_otherwise() {
+        let full_fast = Some(Room {
+            room: 0,
+            from_due: 0,
+            fast: true,
+        });
+        let full_slow = Some(Room {
+            room: 0,
+            from_due: 0,
+            fast: false,
+        });
+        assert_eq!(place(full_fast, 4, 10, true), Placement::Stop);
+        assert_eq!(place(full_fast, 4, 10, false), Placement::Park);
+        assert_eq!(place(full_slow, 4, 10, true), Placement::Park);
+        assert_eq!(place(None, 4, 10, true), Placement::Take);
+        assert_eq!(place(None, 0, 10, true), Placement::Park);
+        // The round itself is full: the walk goes on next round; a gap's delivery is parked.
+        assert_eq!(place(None, 4, 0, true), Placement::Stop);
+        assert_eq!(place(None, 4, 0, false), Placement::Park);
+    }
+
+    #[test]
+    fn the_worker_sleeps_until_the_next_due_row_or_a_gap_look_and_not_at_all_with_more_work() {
+        assert_eq!(sleep_after_round(true, true, None, false), Duration::ZERO);
+        assert_eq!(sleep_after_round(true, false, None, false), MAINTENANCE_INTERVAL);
+        assert_eq!(sleep_after_round(false, true, None, false), MAINTENANCE_INTERVAL);
+        assert_eq!(sleep_after_round(false, true, None, true), GAP_RECHECK);
+        assert_eq!(sleep_after_round(false, true, Some(-1.0), false), OVERDUE_RECHECK);
+        assert_eq!(
+            sleep_after_round(false, true, Some(0.5), false),
+            Duration::from_millis(500)
+        );
+        assert_eq!(sleep_after_round(false, true, Some(0.5), true), GAP_RECHECK);
+    }
+}
