@@ -574,6 +574,17 @@ impl Statements {
         &self.record.sql
     }
 
+    /// The statements whose plans a pg_test checks.
+    #[cfg(any(test, feature = "pg_test"))]
+    pub fn recheck_sql(&self) -> &str {
+        &self.recheck.sql
+    }
+
+    #[cfg(any(test, feature = "pg_test"))]
+    pub fn due_sql(&self) -> &str {
+        &self.due.sql
+    }
+
     /// The walk statement's text (a pg_test checks its plan).
     #[cfg(any(test, feature = "pg_test"))]
     pub fn walk_sql(&self) -> &str {

@@ -13,9 +13,7 @@ use pgrx::prelude::*;
 use webhook_delivery::http::Client;
 use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pool};
 
-use webhook_delivery::pacing::{
-    self, Placement, Room, MAINTENANCE_INTERVAL, MAX_OUTSTANDING,
-};
+use webhook_delivery::pacing::{self, Placement, Room, MAINTENANCE_INTERVAL, MAX_OUTSTANDING};
 use webhook_delivery::walk::Walk;
 
 use crate::attempt;

@@ -29,8 +29,11 @@ fn a_transaction_that_commits_after_later_ones_is_still_delivered() {
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
     let receiver = Receiver::always(Reply::ok());
-    db.execute("SELECT webhook_create($1, 'k', '{late.*}')", &[&receiver.url()])
-        .unwrap();
+    db.execute(
+        "SELECT webhook_create($1, 'k', '{late.*}')",
+        &[&receiver.url()],
+    )
+    .unwrap();
 
     // An open transaction, a prepared one and a rolled-back one each take an id first.
     let mut open = cluster.connect();
@@ -38,7 +41,9 @@ fn a_transaction_that_commits_after_later_ones_is_still_delivered() {
         .unwrap();
     let mut prepared = cluster.connect();
     prepared
-        .batch_execute("BEGIN; SELECT webhook_emit('late.prepared', '{}'); PREPARE TRANSACTION 'late'")
+        .batch_execute(
+            "BEGIN; SELECT webhook_emit('late.prepared', '{}'); PREPARE TRANSACTION 'late'",
+        )
         .unwrap();
     let mut aborted = cluster.connect();
     aborted
@@ -61,7 +66,13 @@ fn a_transaction_that_commits_after_later_ones_is_still_delivered() {
     let got = receiver.wait_for(5, DEADLINE);
     assert_eq!(
         events_of(&got),
-        vec!["late.after", "late.after", "late.after", "late.open", "late.prepared"]
+        vec![
+            "late.after",
+            "late.after",
+            "late.after",
+            "late.open",
+            "late.prepared"
+        ]
     );
     // The rolled-back id holds nothing back: the saved frontier passes every id.
     let last = query_i64(&mut db, "SELECT max(id) FROM webhook_delivery");
@@ -77,8 +88,11 @@ fn a_prepared_transaction_older_than_a_crash_of_the_worker_is_still_delivered() 
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
     let receiver = Receiver::always(Reply::ok());
-    db.execute("SELECT webhook_create($1, 'k', '{late.*}')", &[&receiver.url()])
-        .unwrap();
+    db.execute(
+        "SELECT webhook_create($1, 'k', '{late.*}')",
+        &[&receiver.url()],
+    )
+    .unwrap();
     for _ in 0..3 {
         db.execute("SELECT webhook_emit('late.before', '{}')", &[])
             .unwrap();
@@ -87,7 +101,9 @@ fn a_prepared_transaction_older_than_a_crash_of_the_worker_is_still_delivered() 
     let before = query_i64(&mut db, "SELECT max(id) FROM webhook_delivery");
     let mut prepared = cluster.connect();
     prepared
-        .batch_execute("BEGIN; SELECT webhook_emit('late.prepared', '{}'); PREPARE TRANSACTION 'crash'")
+        .batch_execute(
+            "BEGIN; SELECT webhook_emit('late.prepared', '{}'); PREPARE TRANSACTION 'crash'",
+        )
         .unwrap();
     for _ in 0..3 {
         db.execute("SELECT webhook_emit('late.after', '{}')", &[])

@@ -142,7 +142,12 @@ pub const GAP_RECHECK: Duration = Duration::from_millis(100);
 /// How long to sleep after a round. `more`: it stopped for lack of room, not of work;
 /// `room_left`: the worker may still take more; `next_due`: seconds until the earliest due
 /// row (negative: overdue), if any; `gaps`: the walk has gaps.
-pub fn sleep_after_round(more: bool, room_left: bool, next_due: Option<f64>, gaps: bool) -> Duration {
+pub fn sleep_after_round(
+    more: bool,
+    room_left: bool,
+    next_due: Option<f64>,
+    gaps: bool,
+) -> Duration {
     if more {
         // Take again at once if there is room, else a finished attempt wakes the worker.
         return if room_left {
@@ -151,7 +156,11 @@ pub fn sleep_after_round(more: bool, room_left: bool, next_due: Option<f64>, gap
             MAINTENANCE_INTERVAL
         };
     }
-    let idle = if gaps { GAP_RECHECK } else { MAINTENANCE_INTERVAL };
+    let idle = if gaps {
+        GAP_RECHECK
+    } else {
+        MAINTENANCE_INTERVAL
+    };
     match next_due {
         // Overdue rows it could not take belong to endpoints at their limit (or held by a
         // manual retry): a finished attempt wakes it.
@@ -252,10 +261,19 @@ mod tests {
     #[test]
     fn the_worker_sleeps_until_the_next_due_row_or_a_gap_look_and_not_at_all_with_more_work() {
         assert_eq!(sleep_after_round(true, true, None, false), Duration::ZERO);
-        assert_eq!(sleep_after_round(true, false, None, false), MAINTENANCE_INTERVAL);
-        assert_eq!(sleep_after_round(false, true, None, false), MAINTENANCE_INTERVAL);
+        assert_eq!(
+            sleep_after_round(true, false, None, false),
+            MAINTENANCE_INTERVAL
+        );
+        assert_eq!(
+            sleep_after_round(false, true, None, false),
+            MAINTENANCE_INTERVAL
+        );
         assert_eq!(sleep_after_round(false, true, None, true), GAP_RECHECK);
-        assert_eq!(sleep_after_round(false, true, Some(-1.0), false), OVERDUE_RECHECK);
+        assert_eq!(
+            sleep_after_round(false, true, Some(-1.0), false),
+            OVERDUE_RECHECK
+        );
         assert_eq!(
             sleep_after_round(false, true, Some(0.5), false),
             Duration::from_millis(500)
