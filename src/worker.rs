@@ -95,19 +95,20 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
 /// - `search_path`: the worker runs as the bootstrap superuser; an operator or function found
 ///   through a schema someone else controls would run their code as superuser.
 /// - Isolation, read-only, timeouts, `role`, `session_replication_role`: the statements are
-///   written for READ COMMITTED with SKIP LOCKED, must write, must not be cut short, must run as
-///   the worker's own role and must fire the extension's triggers.
+///   written for READ COMMITTED, must write, must not be cut short, must run as the worker's
+///   own role and must fire the extension's triggers.
 /// - `DateStyle`, `IntervalStyle`, `TimeZone`: the texts it writes (disabled_reason) read the
 ///   same on every installation.
 /// - `synchronous_commit = off`: losing one of the worker's own commits in a crash only means
 ///   an attempt is made again (at-least-once), never a lost event; events are committed by the
 ///   application's transactions, with its own setting.
-/// - Planner: its plans are cached (also the foreign-key checks'), and a plan cached while the
-///   queue was nearly empty must not treat the table as tiny when a million rows arrive;
-///   without sequential scans and nested loops (a LATERAL probe still gets one) no plan can scan
-///   the table or probe it once per row of a batch. The penalty the planner gives disabled
-///   plans must not look like a reason to JIT-compile, and its statements are too small for
-///   parallel workers.
+/// - Planner: its plans are made once and cached (generic: in `auto` mode a statement whose
+///   generic plan looks costlier, which the disabled plan types below make likely, is planned
+///   again on every round), and a plan made while the queue was nearly empty must not treat
+///   the table as tiny when a million rows arrive: without sequential scans and nested loops
+///   (a LATERAL probe still gets one) no plan can scan the table or probe it once per row of a
+///   batch (a pg_test checks the plans). The penalty the planner gives disabled plans must not
+///   look like a reason to JIT-compile, and its statements are too small for parallel workers.
 fn pin_session_settings() {
     let mut settings: Vec<(&std::ffi::CStr, &std::ffi::CStr)> = vec![
         (c"search_path", c"pg_catalog, pg_temp"),
@@ -125,7 +126,7 @@ fn pin_session_settings() {
         (c"IntervalStyle", c"postgres"),
         (c"TimeZone", c"UTC"),
         (c"synchronous_commit", c"off"),
-        (c"plan_cache_mode", c"auto"),
+        (c"plan_cache_mode", c"force_generic_plan"),
         (c"enable_seqscan", c"off"),
         (c"enable_nestloop", c"off"),
         (c"jit", c"off"),

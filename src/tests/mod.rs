@@ -666,6 +666,28 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_event_timestamp_is_never_later_than_its_emission() {
+        // Whole seconds, truncated. Emitted in the second half of a second, a rounded stamp
+        // would be up to 0.5 s in the future of the clock that emitted it (and of its commit).
+        create_webhook("https://example.com/clock", "{*}");
+        cliente_table();
+        let late_in_a_second = "DO $$ BEGIN \
+            WHILE extract(microseconds FROM clock_timestamp())::int % 1000000 < 600000 LOOP END LOOP; \
+            END $$";
+        run(late_in_a_second);
+        run("SELECT webhook_emit('clock.tick', '{}')");
+        run(late_in_a_second);
+        run("INSERT INTO cliente (nome) VALUES ('Maria')");
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM webhook_delivery \
+                  WHERE (body::json->>'timestamp')::timestamptz <= clock_timestamp()"
+            ),
+            2
+        );
+    }
+
+    #[pg_test]
     fn emit_body_is_the_compact_spec_envelope() {
         create_webhook("https://example.com/all", "{*}");
         run(
