@@ -67,9 +67,11 @@ CREATE TRIGGER webhook_after_deactivate
 
 -- Switched back on: the failure streak that disabled it starts over.
 CREATE FUNCTION webhook_after_reactivate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE @extschema@.webhook_health SET consecutive_failures = 0 WHERE webhook_id = NEW.id;
+    -- Its due rows (retries, replays) are the worker's to take again.
+    PERFORM @extschema@.webhook_due_changed_on_commit();
     RETURN NULL;
 END
 $$;
@@ -400,7 +402,7 @@ BEGIN
     ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at;
     GET DIAGNOSTICS replayed = ROW_COUNT;
     IF replayed > 0 THEN
-        PERFORM @extschema@.webhook_wake_on_commit();
+        PERFORM @extschema@.webhook_due_changed_on_commit();
     END IF;
     RETURN replayed;
 END
@@ -450,6 +452,7 @@ REVOKE ALL ON FUNCTION webhook_generate_secret() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_events_match(text[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_envelope(text, text, bigint, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_wake_on_commit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_due_changed_on_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_verify_endpoint(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_deliver_now(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_ping(bigint) FROM PUBLIC;

@@ -25,6 +25,11 @@ static WORKER_DATABASE: PgAtomic<AtomicU32> =
 // SAFETY: as WORKER_LATCH.
 static WORK_QUEUED: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"webhook_ext_work_queued") };
 
+/// A commit made deliveries due outside the worker (a replay, a reactivated webhook, a manual
+/// retry that failed): its next round looks at the due rows even if it knows of none due.
+// SAFETY: as WORKER_LATCH.
+static DUE_CHANGED: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"webhook_ext_due_changed") };
+
 /// Set in the postmaster before any backend forks, so every backend sees it.
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 
@@ -83,6 +88,7 @@ pub fn init() {
     pg_shmem_init!(WORKER);
     pg_shmem_init!(WORKER_DATABASE);
     pg_shmem_init!(WORK_QUEUED);
+    pg_shmem_init!(DUE_CHANGED);
     SHMEM_READY.store(true, Ordering::SeqCst);
     // SAFETY: _PG_init runs in the postmaster before any backend exists; the previous hook is
     // kept and called first, as every ProcessUtility hook must.
@@ -143,8 +149,10 @@ unsafe extern "C-unwind" fn wake_after_commit_prepared(
             ),
         }
     }
-    // Reached only if it succeeded: the prepared transaction's rows are visible now.
+    // Reached only if it succeeded: the prepared transaction's rows are visible now (it may
+    // have made deliveries due, too).
     if commit_prepared {
+        DUE_CHANGED.get().store(true, Ordering::Release);
         set_worker_latch();
     }
 }
@@ -158,6 +166,23 @@ thread_local! {
 }
 /// This transaction queued a delivery: wake the worker when (and only if) it commits.
 static WAKE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
+/// This transaction made deliveries due: tell the worker when (and only if) it commits.
+static DUE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
+
+/// This transaction makes deliveries due (webhook_delivery_due): when it commits, the worker
+/// wakes and looks at the due rows.
+pub fn due_changed_on_commit() {
+    if !shared_memory_ready() {
+        return;
+    }
+    DUE_ON_COMMIT.store(true, Ordering::Relaxed);
+    wake_worker_on_commit();
+}
+
+/// The worker is about to look at the due rows: were any made due since it last asked?
+pub fn take_due_changed() -> bool {
+    shared_memory_ready() && DUE_CHANGED.get().swap(false, Ordering::AcqRel)
+}
 
 /// Arm the commit callback. Cheap enough to call once per queued event.
 pub fn wake_worker_on_commit() {
@@ -182,10 +207,14 @@ unsafe extern "C-unwind" fn on_transaction_end(
         pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
             if WAKE_ON_COMMIT.swap(false, Ordering::Relaxed) =>
         {
+            if DUE_ON_COMMIT.swap(false, Ordering::Relaxed) {
+                DUE_CHANGED.get().store(true, Ordering::Release);
+            }
             set_worker_latch();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             WAKE_ON_COMMIT.store(false, Ordering::Relaxed);
+            DUE_ON_COMMIT.store(false, Ordering::Relaxed);
         }
         _ => {}
     }

@@ -173,6 +173,9 @@ struct Worker {
     last_maintenance: Option<Instant>,
     /// The frontier last saved, and when.
     frontier_saved: Option<(i64, Instant)>,
+    /// Nothing in webhook_delivery_due is due before this, as far as the worker knows (None:
+    /// it must look). Saves two statements a round while the due table has nothing to give.
+    due_quiet_until: Option<Instant>,
     /// Where the purge goes on from; 0 after a pass that reached deliveries inside retention.
     purge_from: i64,
     /// The last purge deleted a full batch: more finished deliveries are past retention.
@@ -209,6 +212,7 @@ impl Worker {
             schedule: settings::retry_schedule(),
             last_maintenance: None,
             frontier_saved: None,
+            due_quiet_until: None,
             purge_from: 0,
             purge_behind: false,
             version_warned: false,
@@ -336,7 +340,19 @@ impl Worker {
             // Nothing to take: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
-        let plan = self.plan_round(free, maintenance_due, purge_due);
+        // Due rows are looked at when some may be due: after a commit made some due (a replay,
+        // a manual retry), when the earliest known is due, at maintenance, and whenever the
+        // worker itself wrote some.
+        let due_changed = wake::take_due_changed();
+        let check_due = due_changed
+            || maintenance_due
+            || !released.is_empty()
+            || self
+                .due_quiet_until
+                .is_none_or(|quiet_until| Instant::now() >= quiet_until);
+        let mut plan = self.plan_round(free, maintenance_due, purge_due);
+        plan.check_due = check_due;
+        let retries_recorded = records.iter().any(|r| r.status == "pending");
         let known = self.statements.as_ref().map(|s| s.installation.clone());
         let walk = self.walk.clone();
 
@@ -367,6 +383,8 @@ impl Worker {
                             walk,
                             more: true,
                             next_due: None,
+                            due_seen: None,
+                            wrote_due: false,
                             purge: None,
                             frontier_saved: None,
                         }));
@@ -400,11 +418,32 @@ impl Worker {
                 wake::report_error(&message);
                 IDLE_INTERVAL
             }
-            Ok(Ok(ClaimRound::Claimed(claimed))) => self.after_round(claimed, finished, &plan),
+            Ok(Ok(ClaimRound::Claimed(claimed))) => {
+                self.due_quiet_until = match (claimed.due_seen, claimed.wrote_due || retries_recorded) {
+                    // The worker made some due: look next round.
+                    (_, true) => None,
+                    // Not looked at: what it knew still holds.
+                    (None, false) => self.due_quiet_until,
+                    // Some are due (or in flight from there): look every round.
+                    (Some(seen), false) if seen > 0 => None,
+                    // None due now: look when the earliest is due, or at maintenance.
+                    (Some(_), false) => Some(
+                        Instant::now()
+                            + claimed
+                                .next_due
+                                .map_or(MAINTENANCE_INTERVAL, |secs| {
+                                    Duration::from_secs_f64(secs.max(0.0))
+                                })
+                                .min(MAINTENANCE_INTERVAL),
+                    ),
+                };
+                self.after_round(claimed, finished, &plan)
+            }
             // A deadlock (or a serialization failure, which READ COMMITTED should never see)
             // says nothing about the work: the same outcomes are recorded by the next round.
             Err(e) if e.transient => {
                 debug1!("webhook_ext worker: round retried: {}", e.message);
+                self.due_quiet_until = None;
                 self.to_park = released;
                 self.restore(taken);
                 RETRY_PAUSE
@@ -466,6 +505,7 @@ impl Worker {
                 .is_none_or(|(_, at)| at.elapsed() >= FRONTIER_SAVE_INTERVAL),
             saved_frontier: self.frontier_saved.map(|(frontier, _)| frontier),
             maintenance_due,
+            check_due: true,
             purge_due,
             purge_from: self.purge_from,
             retention: settings::retention(),
@@ -532,15 +572,20 @@ impl Worker {
         };
         self.walk = Some(walk);
         self.start(deliveries);
+        let next_due = claimed.next_due.or_else(|| {
+            self.due_quiet_until
+                .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
+        });
         pacing::sleep_after_round(
             claimed.more,
             self.in_flight.len() < MAX_OUTSTANDING,
-            claimed.next_due,
+            next_due,
             self.walk.as_ref().is_some_and(Walk::has_gaps),
         )
     }
 
     fn park_after_failure(&mut self, released: Vec<(i64, i64)>, taken: Vec<(Claimed, JobResult)>) {
+        self.due_quiet_until = None;
         self.to_park = released;
         self.to_park.extend(
             taken
@@ -680,6 +725,10 @@ struct Claims {
     /// The round stopped for lack of room, not for lack of work.
     more: bool,
     next_due: Option<f64>,
+    /// How many due rows the round read (None: it did not look).
+    due_seen: Option<usize>,
+    /// The round wrote due rows (parked deliveries).
+    wrote_due: bool,
     purge: Option<store::PurgeBatch>,
     frontier_saved: Option<i64>,
 }
@@ -697,6 +746,8 @@ struct RoundPlan {
     save_frontier: bool,
     saved_frontier: Option<i64>,
     maintenance_due: bool,
+    /// Look at the due rows this round.
+    check_due: bool,
     purge_due: bool,
     purge_from: i64,
     retention: Duration,
@@ -743,19 +794,22 @@ impl RoundPlan {
             orphans: Vec::new(),
         };
         let mut stale_due = Vec::new();
-        if self.free > 0 {
+        let mut due_seen = None;
+        if self.free > 0 && self.check_due {
             // Due rows first: retries and backlogs waited longest.
             let reads: Vec<(i64, i32)> = taking
                 .rooms
                 .iter()
                 .map(|(&id, r)| (id, (r.room + r.from_due) as i32))
                 .collect();
-            for found in s.due(
+            let due = s.due(
                 client,
                 (self.free * 2) as i64,
                 &reads,
                 self.default_room as i32,
-            )? {
+            )?;
+            due_seen = Some(due.len());
+            for found in due {
                 if !found.deliverable {
                     if let Some(due_us) = found.due_us {
                         stale_due.push((found.delivery_id, due_us));
@@ -816,6 +870,7 @@ impl RoundPlan {
             orphans,
             ..
         } = taking;
+        let wrote_due = !parked.is_empty();
         s.park(client, &parked)?;
         s.cancel(client, &cancelled)?;
         s.drop_orphans(client, &orphans)?;
@@ -841,7 +896,11 @@ impl RoundPlan {
             .collect();
         // Only a round that took everything it could see may sleep: then it needs to know
         // when the next delivery is due.
-        let next_due = if more { None } else { s.next_due_in(client)? };
+        let next_due = if more || due_seen.is_none() {
+            None
+        } else {
+            s.next_due_in(client)?
+        };
         Ok(Claims {
             statements: None,
             recorded: false,
@@ -849,6 +908,8 @@ impl RoundPlan {
             walk,
             more,
             next_due,
+            due_seen,
+            wrote_due,
             purge,
             frontier_saved,
         })

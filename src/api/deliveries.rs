@@ -121,6 +121,10 @@ fn webhook_deliver_now(delivery_id: i64) {
         .into_iter()
         .collect();
     let health = attempt::health_deltas(std::slice::from_ref(&recorded));
+    if recorded.status == "pending" {
+        // Still to be retried: it has a due row now, which the worker takes when it is due.
+        crate::wake::due_changed_on_commit();
+    }
     Spi::connect_mut(|client| {
         statements.record(client, &[recorded])?;
         statements.disable(client, &disable)?;

@@ -39,3 +39,10 @@ fn webhook_events_match(patterns: Vec<Option<String>>, event: &str) -> bool {
 fn webhook_wake_on_commit() {
     wake::wake_worker_on_commit();
 }
+
+/// Tell the worker when this transaction commits that it made deliveries due
+/// (webhook_replay, a reactivated webhook).
+#[pg_extern(volatile, parallel_unsafe)]
+fn webhook_due_changed_on_commit() {
+    wake::due_changed_on_commit();
+}
