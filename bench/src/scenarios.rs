@@ -2829,7 +2829,7 @@ fn wal_breakdown(windows: &[WalWindow; 3], events: f64) -> String {
             count as f64 / events,
             bytes as f64 / events
         );
-        if fpi > 0 {
+        if fpi as f64 / events >= 0.5 {
             let _ = write!(s, " (FPI {:.0} B)", fpi as f64 / events);
         }
         s
