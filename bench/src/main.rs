@@ -202,7 +202,9 @@ fn render(
          statements cost during each drain (the worker's SPI statements are top-level in its \
          backend). Durability as in production: **fsync = on, synchronous_commit = on, \
          full_page_writes = on** for the application's transactions (scenario 3 adds secondary \
-         rows with fsync = off; the worker itself commits with synchronous_commit = off). Extension settings are the \
+         rows with fsync = off; the worker itself commits with synchronous_commit = off). \
+         Scenario 7 switches autovacuum off and sets checkpoint_timeout = 1h for its own \
+         measures only, so that nothing else writes WAL during them. Extension settings are the \
          defaults: webhook.concurrency = 32 (one endpoint may use 16), webhook.timeout = 5s, \
          webhook.retry_schedule = 0s,1min,5min,15min,1h, webhook.retention = 7 days. The \
          extension is the release build (`lto = \"fat\"`, `codegen-units = 1`).\n",
