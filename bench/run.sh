@@ -10,7 +10,7 @@
 #
 # Builds and installs webhook_ext in release mode into that PostgreSQL, builds webhook-bench
 # (bench/), then runs `webhook-bench run`, which starts its own cluster of it and receivers on
-# 127.0.0.1, runs scenarios 1-6 and a profiling pass, stops everything and writes the report.
+# 127.0.0.1, runs scenarios 1-7 and a profiling pass, stops everything and writes the report.
 # Other flags go to webhook-bench: --out FILE, --no-perf.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -187,6 +187,28 @@ impl Cluster {
             .ok()
     }
 
+    /// `pg_waldump --stats=record` over this cluster's WAL from `start` to `end` (LSNs as
+    /// `pg_lsn` prints them), run as the `postgres` user, who owns pg_wal. The WAL up to
+    /// `end` must be flushed.
+    pub fn waldump_stats(&self, start: &str, end: &str) -> Result<String> {
+        let wal = self.data.join("pg_wal");
+        let out = as_postgres("pg_waldump")
+            .args(["--path", wal.to_str().unwrap()])
+            .args(["--start", start, "--end", end, "--stats=record"])
+            .output()
+            .map_err(|e| format!("cannot run pg_waldump: {e}"))?;
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The report comes before any complaint about the end of the WAL, and is what counts.
+        if !report.lines().any(|l| l.starts_with("Total")) {
+            return Err(format!(
+                "pg_waldump --start {start} --end {end} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(report)
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();

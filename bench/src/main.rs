@@ -18,6 +18,7 @@ mod scenarios;
 mod sql;
 mod sysinfo;
 mod util;
+mod wal;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -165,7 +166,7 @@ fn render(
          `webhook-bench` (`bench/`), starts its own cluster of Debian's PostgreSQL 15 (or 16, 17, \
          18 with `--pg NN`: the report's Machine section names it) as the `postgres` OS user, in \
          `/tmp/webhook_bench`, on a free port on 127.0.0.1, and its own receivers, runs \
-         the six scenarios and a profiling pass, stops everything (also on error or Ctrl-C) and \
+         the seven scenarios and a profiling pass, stops everything (also on error or Ctrl-C) and \
          writes this file. Every figure stands next to a baseline measured in the same run, and \
          the ratio between them: these machines are shared and noisy, ratios travel better than \
          absolute figures.\n\n",
@@ -201,7 +202,9 @@ fn render(
          statements cost during each drain (the worker's SPI statements are top-level in its \
          backend). Durability as in production: **fsync = on, synchronous_commit = on, \
          full_page_writes = on** for the application's transactions (scenario 3 adds secondary \
-         rows with fsync = off; the worker itself commits with synchronous_commit = off). Extension settings are the \
+         rows with fsync = off; the worker itself commits with synchronous_commit = off). \
+         Scenario 7 switches autovacuum off and sets checkpoint_timeout = 1h for its own \
+         measures only, so that nothing else writes WAL during them. Extension settings are the \
          defaults: webhook.concurrency = 32 (one endpoint may use 16), webhook.timeout = 5s, \
          webhook.retry_schedule = 0s,1min,5min,15min,1h, webhook.retention = 7 days. The \
          extension is the release build (`lto = \"fat\"`, `codegen-units = 1`).\n",
@@ -264,7 +267,7 @@ const METHOD: &str = "## Tools and method\n\n\
   requests back to back (the bodies the worker sent, replayed from `webhook_delivery`, with the \
   worker's header set and lengths), or one connection at a fixed rate recording round trips.\n\
 - **Scenario driver** (`bench/src/scenarios.rs`): the `postgres` 0.19 sync client, \
-  `pgbench` (scenario 3), `/proc/<pid>/status` and `/proc/<pid>/task/*/stat` for memory and \
+  `pgbench` (scenarios 3 and 7), `pg_waldump` (scenario 7), `/proc/<pid>/status` and `/proc/<pid>/task/*/stat` for memory and \
   CPU, `pg_stat_statements` and `perf record` for the profiling pass. Receivers, nginx and the \
   cluster sit behind guards that stop them on drop, error or Ctrl-C; `bench/run.sh` also \
   stops leftovers of a killed run.\n\

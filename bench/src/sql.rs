@@ -1,52 +1,73 @@
-//! The worker's own SQL, read from `src/store.rs` at run time, so that the claim timed in
-//! scenario 4 without the worker is the claim the worker runs today.
+//! The worker's own SQL, built into the bench from the same files the worker builds in:
+//! the statements of `sql/worker/*.sql` (src/store.rs includes them with `include_str!` too)
+//! and the session settings the worker pins (`(c"name", c"value")` pairs of src/worker.rs).
+//! What scenario 4 times without the worker is therefore what the worker runs, and a change
+//! to either file changes the bench at its next build.
 
-use std::fs;
-use std::path::Path;
-
-pub struct WorkerSql {
-    /// $1 limit, $2 webhook ids, $3 their rooms, $4 the room of the others, $5 lease ms.
-    pub claim: String,
-    pub next_due: String,
-    /// The settings the worker makes for its session (`SetConfigOption(c"name", c"value")`
-    /// pairs in src/worker.rs), so that the claim timed without it is planned the same way.
-    pub session_settings: Vec<(String, String)>,
-    /// The claim's RETURNING list was replaced by `d.id` (it is built by code).
-    pub returning_reduced: bool,
+/// A statement of sql/worker/, as the worker's `worker_sql!` names it.
+macro_rules! worker_sql {
+    ($name:literal) => {
+        include_str!(concat!("../../sql/worker/", $name, ".sql"))
+    };
 }
 
-/// None when src/store.rs cannot be parsed (the bench then measures the worker only
-/// through pg_stat_statements).
-pub fn worker_sql(repo: &Path, schema: &str) -> Option<WorkerSql> {
-    let text = fs::read_to_string(repo.join("src/store.rs")).ok()?;
-    let returning = const_literal(&text, "const CLAIM_RETURNING: &str = ");
-    let fill = |s: &str| {
-        let mut s = s.replace("{s}", schema);
-        if let Some(r) = &returning {
-            s = s.replace("{CLAIM_RETURNING}", r);
+/// src/worker.rs, read for its session settings.
+const WORKER_RS: &str = include_str!("../../src/worker.rs");
+
+/// The worker's statements for one installation of the extension.
+pub struct WorkerSql {
+    /// $1 the walk's cursor (last id seen), $2 how many rows at most.
+    pub walk: String,
+    /// $1 how many rows at most, $2 / $3 the known webhooks and their reads, $4 the room of
+    /// the others.
+    pub due: String,
+    /// Seconds until the earliest due row of an active webhook is due.
+    pub next_due: String,
+    /// $1 first id to look at, $2 how many rows, $3 webhook.retention in seconds.
+    pub purge: String,
+    /// The settings the worker makes for its session, so that a statement timed without it
+    /// is planned the same way.
+    pub session_settings: Vec<(String, String)>,
+}
+
+impl WorkerSql {
+    /// The statements for the extension in `quoted_schema`, already quoted as an identifier
+    /// (the server's `quote_ident`, which is the `quote_identifier` src/store.rs uses).
+    pub fn new(quoted_schema: &str) -> WorkerSql {
+        let s = |sql: &str| in_schema(sql, quoted_schema);
+        WorkerSql {
+            walk: s(worker_sql!("walk")),
+            due: s(worker_sql!("due")),
+            next_due: s(worker_sql!("next_due")),
+            purge: s(worker_sql!("purge")),
+            session_settings: session_settings(WORKER_RS),
         }
-        s.replace("{{", "{").replace("}}", "}")
-    };
-    let mut claim = fill(&field_literal(&text, "claim:")?);
-    // A RETURNING list built by code (`RETURNING {}`) cannot be read here: the claim is then
-    // timed returning the ids only (the list is a projection of the claimed rows).
-    let mut returning_reduced = false;
-    if claim.contains('{') {
-        let at = claim.rfind("RETURNING")?;
-        claim = format!("{}RETURNING d.id", &claim[..at]);
-        returning_reduced = true;
     }
-    let next_due = fill(&field_literal(&text, "next_due:")?);
-    if next_due.contains('{') {
-        return None;
+
+    /// `SELECT set_config(...)` for each of the worker's session settings this server has (a
+    /// setting it lacks, such as transaction_timeout before 17, the worker does not set there
+    /// either).
+    pub fn session_settings_sql(&self) -> String {
+        self.session_settings
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "SELECT set_config(name, {}, false) FROM pg_settings WHERE name = {};\n",
+                    literal(value),
+                    literal(name)
+                )
+            })
+            .collect()
     }
-    let worker = fs::read_to_string(repo.join("src/worker.rs")).unwrap_or_default();
-    Some(WorkerSql {
-        session_settings: session_settings(&worker),
-        claim,
-        next_due,
-        returning_reduced,
-    })
+}
+
+/// What src/store.rs `in_schema` does: `@extschema@` replaced by the quoted schema.
+pub fn in_schema(sql: &str, quoted_schema: &str) -> String {
+    sql.replace("@extschema@", quoted_schema)
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Every `(c"name", c"value")` pair of the worker's source.
@@ -68,76 +89,64 @@ fn session_settings(worker: &str) -> Vec<(String, String)> {
     settings
 }
 
-/// The string literal of the first `format!(` in the struct field `name` (a line that
-/// starts with `name:` and opens a call), whatever wraps it (`format!(...)`, `Prepared::new(.., format!(...))`).
-fn field_literal(text: &str, name: &str) -> Option<String> {
-    let mut offset = 0;
-    let field = text.lines().find_map(|line| {
-        let at = offset;
-        offset += line.len() + 1;
-        let line = line.trim_start();
-        (line.starts_with(name) && line.contains('(')).then_some(at)
-    })?;
-    let start = field + text[field..].find("format!(")? + "format!(".len();
-    let (lit, _) = string_literal(&text[start..])?;
-    Some(lit)
-}
-
-fn const_literal(text: &str, marker: &str) -> Option<String> {
-    let start = text.find(marker)? + marker.len();
-    let (lit, _) = string_literal(&text[start..])?;
-    Some(lit)
-}
-
-/// Parses one Rust string literal at the start of `s` (after whitespace): handles `\`
-/// line continuations and the usual escapes. Returns its value and the rest of the input.
-fn string_literal(s: &str) -> Option<(String, &str)> {
-    let s = s.trim_start();
-    let mut chars = s.strip_prefix('"')?.char_indices().peekable();
-    let mut out = String::new();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((out, &s[i + 2..])),
-            '\\' => match chars.next()?.1 {
-                '\n' => {
-                    while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
-                        chars.next();
-                    }
-                }
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                '\\' => out.push('\\'),
-                '"' => out.push('"'),
-                '\'' => out.push('\''),
-                other => {
-                    out.push('\\');
-                    out.push(other);
-                }
-            },
-            c => out.push(c),
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_the_worker_statements() {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let sql = worker_sql(&repo, "public").expect("src/store.rs parses");
-        assert!(sql.claim.contains("FOR UPDATE SKIP LOCKED"));
-        assert!(sql.claim.contains("RETURNING d.id"));
-        assert!(!sql.claim.contains('{'), "{}", sql.claim);
+        let sql = WorkerSql::new("public");
+        for (name, text) in [
+            ("walk", &sql.walk),
+            ("due", &sql.due),
+            ("next_due", &sql.next_due),
+            ("purge", &sql.purge),
+        ] {
+            assert!(!text.contains("@extschema@"), "{name}: {text}");
+            assert!(!text.trim().is_empty(), "{name}");
+        }
+        assert!(sql.walk.contains("public.webhook_delivery_store"));
+        assert!(sql.walk.contains("$1::bigint") && sql.walk.contains("$2::bigint"));
+        assert!(sql.due.contains("public.webhook_delivery_due"));
+        assert!(sql.due.contains("$4::int"));
+        assert!(sql.purge.contains("$3::float8"));
         assert!(sql.next_due.contains("min("));
     }
 
     #[test]
-    fn literal_with_continuations() {
-        let (v, rest) = string_literal("  \"a \\\n     b \\\"c\\\"\"),").unwrap();
-        assert_eq!(v, "a b \"c\"");
-        assert_eq!(rest, "),");
+    fn a_quoted_schema_is_used_as_given() {
+        let sql = WorkerSql::new("\"My Schema\"");
+        assert!(sql.walk.contains("\"My Schema\".webhook_delivery_store"));
+    }
+
+    #[test]
+    fn reads_the_worker_session_settings() {
+        let sql = WorkerSql::new("public");
+        let get = |name: &str| {
+            sql.session_settings
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("search_path"), Some("pg_catalog, pg_temp"));
+        assert_eq!(get("enable_seqscan"), Some("off"));
+        assert_eq!(get("enable_nestloop"), Some("off"));
+        assert_eq!(get("plan_cache_mode"), Some("auto"));
+        assert!(sql
+            .session_settings_sql()
+            .contains("SELECT set_config(name, 'pg_catalog, pg_temp', false) FROM pg_settings WHERE name = 'search_path';"));
+    }
+
+    #[test]
+    fn settings_parser() {
+        let src = r#"vec![(c"a", c"1"), (c"b", c"x, y")]; call(c"not", 3); (c"c", c"2")"#;
+        assert_eq!(
+            session_settings(src),
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "x, y".to_string()),
+                ("c".to_string(), "2".to_string())
+            ]
+        );
     }
 }
