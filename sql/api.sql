@@ -160,10 +160,12 @@ CREATE TRIGGER webhook_after_delete
 CREATE FUNCTION webhook_delivery_after_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- `= ANY (ARRAY(...))`: a probe of each key, also in the worker's session, which plans
+    -- without nested loops (a join would read the whole attempt table's key).
     DELETE FROM @extschema@.webhook_attempt
-     WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
+     WHERE delivery_id = ANY (ARRAY(SELECT gone.id FROM deleted_deliveries AS gone));
     DELETE FROM @extschema@.webhook_delivery_due
-     WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
+     WHERE delivery_id = ANY (ARRAY(SELECT gone.id FROM deleted_deliveries AS gone));
     RETURN NULL;
 END
 $$;

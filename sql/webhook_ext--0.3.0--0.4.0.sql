@@ -13,6 +13,12 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'webhook_delivery_in_flight_wrapper';
 
+CREATE FUNCTION "webhook_due_changed_on_commit"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'webhook_due_changed_on_commit_wrapper';
+REVOKE ALL ON FUNCTION webhook_due_changed_on_commit() FROM PUBLIC;
+
 -- One row per (event, subscriber): what users read as the view webhook_delivery below.
 -- Built so that queueing an event is one narrow append and delivering it one HOT update
 -- plus one attempt row (bench/ANALYSIS.md §8):
@@ -197,10 +203,12 @@ CREATE TRIGGER webhook_after_delete
 CREATE FUNCTION webhook_delivery_after_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- `= ANY (ARRAY(...))`: a probe of each key, also in the worker's session, which plans
+    -- without nested loops (a join would read the whole attempt table's key).
     DELETE FROM @extschema@.webhook_attempt
-     WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
+     WHERE delivery_id = ANY (ARRAY(SELECT gone.id FROM deleted_deliveries AS gone));
     DELETE FROM @extschema@.webhook_delivery_due
-     WHERE delivery_id IN (SELECT gone.id FROM deleted_deliveries AS gone);
+     WHERE delivery_id = ANY (ARRAY(SELECT gone.id FROM deleted_deliveries AS gone));
     RETURN NULL;
 END
 $$;
@@ -224,6 +232,16 @@ BEGIN
     DELETE FROM @extschema@.webhook_delivery_due AS due
      WHERE due.webhook_id = NEW.id
        AND NOT @extschema@.webhook_delivery_in_flight(due.delivery_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook_after_reactivate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE @extschema@.webhook_health SET consecutive_failures = 0 WHERE webhook_id = NEW.id;
+    -- Its due rows (retries, replays) are the worker's to take again.
+    PERFORM @extschema@.webhook_due_changed_on_commit();
     RETURN NULL;
 END
 $$;
@@ -303,7 +321,7 @@ BEGIN
     ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at;
     GET DIAGNOSTICS replayed = ROW_COUNT;
     IF replayed > 0 THEN
-        PERFORM @extschema@.webhook_wake_on_commit();
+        PERFORM @extschema@.webhook_due_changed_on_commit();
     END IF;
     RETURN replayed;
 END

@@ -246,6 +246,12 @@ pub fn take_queued_work() -> bool {
     WORK_QUEUED.get().swap(false, Ordering::AcqRel)
 }
 
+/// A commit queued work since the worker last took it. Its latch may not say so: a lock wait
+/// inside a round consumes the latch, and commits that find this flag set do not set it again.
+pub fn work_queued() -> bool {
+    WORK_QUEUED.get().load(Ordering::Acquire)
+}
+
 /// Called by the worker once connected: publish its latch and pid.
 pub fn register_worker() {
     let now = unix_now();

@@ -244,7 +244,7 @@ impl Worker {
             }
             wake::report_progress(self.in_flight.len(), 0);
 
-            if !self.local_results.is_empty() {
+            if !self.local_results.is_empty() || wake::work_queued() {
                 continue;
             }
             if !wait_for_work(sleep, self.pool.wake_fd()) {
@@ -419,24 +419,25 @@ impl Worker {
                 IDLE_INTERVAL
             }
             Ok(Ok(ClaimRound::Claimed(claimed))) => {
-                self.due_quiet_until = match (claimed.due_seen, claimed.wrote_due || retries_recorded) {
-                    // The worker made some due: look next round.
-                    (_, true) => None,
-                    // Not looked at: what it knew still holds.
-                    (None, false) => self.due_quiet_until,
-                    // Some are due (or in flight from there): look every round.
-                    (Some(seen), false) if seen > 0 => None,
-                    // None due now: look when the earliest is due, or at maintenance.
-                    (Some(_), false) => Some(
-                        Instant::now()
-                            + claimed
-                                .next_due
-                                .map_or(MAINTENANCE_INTERVAL, |secs| {
-                                    Duration::from_secs_f64(secs.max(0.0))
-                                })
-                                .min(MAINTENANCE_INTERVAL),
-                    ),
-                };
+                self.due_quiet_until =
+                    match (claimed.due_seen, claimed.wrote_due || retries_recorded) {
+                        // The worker made some due: look next round.
+                        (_, true) => None,
+                        // Not looked at: what it knew still holds.
+                        (None, false) => self.due_quiet_until,
+                        // Some are due (or in flight from there): look every round.
+                        (Some(seen), false) if seen > 0 => None,
+                        // None due now: look when the earliest is due, or at maintenance.
+                        (Some(_), false) => Some(
+                            Instant::now()
+                                + claimed
+                                    .next_due
+                                    .map_or(MAINTENANCE_INTERVAL, |secs| {
+                                        Duration::from_secs_f64(secs.max(0.0))
+                                    })
+                                    .min(MAINTENANCE_INTERVAL),
+                        ),
+                    };
                 self.after_round(claimed, finished, &plan)
             }
             // A deadlock (or a serialization failure, which READ COMMITTED should never see)
