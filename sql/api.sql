@@ -308,7 +308,7 @@ BEGIN
         floor(extract(epoch FROM clock_timestamp()))::bigint,
         webhook_enqueue.data::text, webhook_enqueue.changes::text);
     -- The transaction id first, the delivery ids after: the worker's walk relies on it
-    -- (src/walk.rs).
+    -- (crates/delivery/src/walk.rs).
     PERFORM pg_current_xact_id();
     INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body)
     SELECT w.id, new_event_id, webhook_enqueue.event, body

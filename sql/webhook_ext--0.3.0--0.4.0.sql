@@ -104,13 +104,12 @@ UPDATE webhook_delivery_frontier SET frontier = (SELECT coalesce(max(id), 0) FRO
 INSERT INTO webhook_delivery_due (delivery_id, webhook_id, due_at)
 SELECT id, webhook_id, next_attempt_at FROM webhook_delivery_store WHERE status = 'pending';
 
--- The old table goes, with what depended on it.
+-- The old table and what depends on it step aside; they go once their replacements have
+-- taken over the privileges users granted on them.
 ALTER TABLE webhook_attempt DROP CONSTRAINT webhook_attempt_delivery_id_fkey;
-DROP VIEW webhook_stats;
-DROP FUNCTION webhook_retry(bigint);
-ALTER EXTENSION webhook_ext DROP TABLE webhook_delivery;
-ALTER EXTENSION webhook_ext DROP SEQUENCE webhook_delivery_id_seq;
-DROP TABLE webhook_delivery;
+ALTER VIEW webhook_stats RENAME TO webhook_stats_0_3_0;
+ALTER FUNCTION webhook_retry(bigint) RENAME TO webhook_retry_0_3_0;
+ALTER TABLE webhook_delivery RENAME TO webhook_delivery_0_3_0;
 
 -- An attempt row: its key is its only index.
 ALTER TABLE webhook_attempt DROP CONSTRAINT webhook_attempt_pkey;
@@ -262,7 +261,7 @@ BEGIN
         floor(extract(epoch FROM clock_timestamp()))::bigint,
         webhook_enqueue.data::text, webhook_enqueue.changes::text);
     -- The transaction id first, the delivery ids after: the worker's walk relies on it
-    -- (src/walk.rs).
+    -- (crates/delivery/src/walk.rs).
     PERFORM pg_current_xact_id();
     INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body)
     SELECT w.id, new_event_id, webhook_enqueue.event, body
@@ -362,3 +361,24 @@ COMMENT ON FUNCTION webhook_retry(bigint) IS
 REVOKE ALL ON FUNCTION webhook_retry(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_delivery_after_delete() FROM PUBLIC;
+
+-- Roles granted the old table, view or function keep what they were granted (copied as it
+-- is: not recorded as the extension's initial privileges, so pg_dump still dumps them).
+UPDATE pg_catalog.pg_class AS c
+   SET relacl = (SELECT old.relacl FROM pg_catalog.pg_class AS old
+                  WHERE old.oid = 'webhook_delivery_0_3_0'::regclass)
+ WHERE c.oid = 'webhook_delivery'::regclass;
+UPDATE pg_catalog.pg_class AS c
+   SET relacl = (SELECT old.relacl FROM pg_catalog.pg_class AS old
+                  WHERE old.oid = 'webhook_stats_0_3_0'::regclass)
+ WHERE c.oid = 'webhook_stats'::regclass;
+UPDATE pg_catalog.pg_proc AS p
+   SET proacl = (SELECT old.proacl FROM pg_catalog.pg_proc AS old
+                  WHERE old.oid = 'webhook_retry_0_3_0(bigint)'::regprocedure)
+ WHERE p.oid = 'webhook_retry(bigint)'::regprocedure;
+
+DROP VIEW webhook_stats_0_3_0;
+DROP FUNCTION webhook_retry_0_3_0(bigint);
+ALTER EXTENSION webhook_ext DROP TABLE webhook_delivery_0_3_0;
+ALTER EXTENSION webhook_ext DROP SEQUENCE webhook_delivery_id_seq;
+DROP TABLE webhook_delivery_0_3_0;

@@ -173,6 +173,8 @@ struct Worker {
     last_maintenance: Option<Instant>,
     /// The frontier last saved, and when.
     frontier_saved: Option<(i64, Instant)>,
+    /// Since when the walk has been stopped at a full fast endpoint without moving.
+    walk_stopped_since: Option<Instant>,
     /// Nothing in webhook_delivery_due is due before this, as far as the worker knows (None:
     /// it must look). Saves two statements a round while the due table has nothing to give.
     due_quiet_until: Option<Instant>,
@@ -213,6 +215,7 @@ impl Worker {
             last_maintenance: None,
             frontier_saved: None,
             due_quiet_until: None,
+            walk_stopped_since: None,
             purge_from: 0,
             purge_behind: false,
             version_warned: false,
@@ -352,6 +355,9 @@ impl Worker {
                 .is_none_or(|quiet_until| Instant::now() >= quiet_until);
         let mut plan = self.plan_round(free, maintenance_due, purge_due);
         plan.check_due = check_due;
+        plan.walk_may_wait = self
+            .walk_stopped_since
+            .is_none_or(|since| since.elapsed() < pacing::LONGEST_WALK_WAIT);
         let retries_recorded = records.iter().any(|r| r.status == "pending");
         let known = self.statements.as_ref().map(|s| s.installation.clone());
         let walk = self.walk.clone();
@@ -382,6 +388,7 @@ impl Worker {
                             deliveries: vec![],
                             walk,
                             more: true,
+                            walk_stuck: false,
                             next_due: None,
                             due_seen: None,
                             wrote_due: false,
@@ -507,6 +514,7 @@ impl Worker {
             saved_frontier: self.frontier_saved.map(|(frontier, _)| frontier),
             maintenance_due,
             check_due: true,
+            walk_may_wait: true,
             purge_due,
             purge_from: self.purge_from,
             retention: settings::retention(),
@@ -527,6 +535,11 @@ impl Worker {
             wake::report_progress(self.in_flight.len(), finished);
         }
         let mut walk = claimed.walk;
+        self.walk_stopped_since = if claimed.walk_stuck {
+            self.walk_stopped_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
         if let Some(frontier) = claimed.frontier_saved {
             self.frontier_saved = Some((frontier, Instant::now()));
         }
@@ -573,6 +586,11 @@ impl Worker {
         };
         self.walk = Some(walk);
         self.start(deliveries);
+        if claimed.walk_stuck {
+            // Its endpoint's next result wakes the worker; if none comes, it parks that
+            // endpoint's deliveries once it has waited LONGEST_WALK_WAIT.
+            return pacing::LONGEST_WALK_WAIT / 4;
+        }
         let next_due = claimed.next_due.or_else(|| {
             self.due_quiet_until
                 .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
@@ -725,6 +743,8 @@ struct Claims {
     walk: Walk,
     /// The round stopped for lack of room, not for lack of work.
     more: bool,
+    /// The walk stopped at a full fast endpoint without taking anything.
+    walk_stuck: bool,
     next_due: Option<f64>,
     /// How many due rows the round read (None: it did not look).
     due_seen: Option<usize>,
@@ -749,6 +769,8 @@ struct RoundPlan {
     maintenance_due: bool,
     /// Look at the due rows this round.
     check_due: bool,
+    /// The walk may stop at a full fast endpoint (it has not waited long already).
+    walk_may_wait: bool,
     purge_due: bool,
     purge_from: i64,
     retention: Duration,
@@ -840,6 +862,7 @@ impl RoundPlan {
             walk.settle();
         }
         let mut more = false;
+        let mut walk_stuck = false;
         if taking.left > 0 {
             let rows = s.walk(client, walk.cursor(), taking.left as i64)?;
             let read = rows.len();
@@ -858,6 +881,7 @@ impl RoundPlan {
                 }
                 through = id;
             }
+            walk_stuck = stopped && through == walk.cursor();
             walk.advance(&ids, through);
             more = stopped || read >= self.free.max(1) || taking.left == 0;
         } else if self.free > 0 {
@@ -908,6 +932,7 @@ impl RoundPlan {
             deliveries,
             walk,
             more,
+            walk_stuck,
             next_due,
             due_seen,
             wrote_due,
@@ -967,7 +992,13 @@ impl Taking<'_> {
             Some(true) => {}
         }
         let room = self.rooms.get(&found.webhook_id).copied();
-        match pacing::place(room, self.plan.default_room, self.left, walking) {
+        match pacing::place(
+            room,
+            self.plan.default_room,
+            self.left,
+            walking,
+            self.plan.walk_may_wait,
+        ) {
             Placement::Take => Found::Take(found),
             Placement::Park => Found::Park(found.delivery_id, found.webhook_id),
             Placement::Stop => Found::Stop,

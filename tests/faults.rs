@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-/// Shorter than the lease (2 × webhook.timeout + 30 s = 34 s here): redelivery after a crash
-/// must come from the restarted worker re-queuing its predecessor's claims, not from waiting
-/// out the lease.
-const BEFORE_LEASE_EXPIRY: Duration = Duration::from_secs(25);
+/// Redelivery after a crash comes at once from the restarted worker: it walks again from the
+/// saved frontier, and takes the due rows.
+const REDELIVERY_DEADLINE: Duration = Duration::from_secs(25);
 
 /// A table `carga (n int)` whose inserts emit `carga.created`, and a webhook for it.
 fn carga(db: &mut Client, url: &str) -> i64 {
@@ -38,7 +37,7 @@ fn data_n(request: &RecordedRequest) -> i64 {
 }
 
 fn wait_queue_drained(cluster: &Cluster) {
-    wait_until("every delivery to finish", BEFORE_LEASE_EXPIRY, || {
+    wait_until("every delivery to finish", REDELIVERY_DEADLINE, || {
         let mut db = cluster.try_connect()?;
         let left: i64 = db
             .query_one(
@@ -203,7 +202,7 @@ fn a_crash_after_the_receiver_answered_redelivers_the_same_event() {
     killed_tx.send(()).unwrap();
     cluster.pg_ctl_start();
 
-    let got = receiver.wait_for(2, BEFORE_LEASE_EXPIRY);
+    let got = receiver.wait_for(2, REDELIVERY_DEADLINE);
     assert_eq!(got.len(), 2, "the event is delivered again after the crash");
     assert_eq!(got[0].header("X-Event-ID"), got[1].header("X-Event-ID"));
     assert_eq!(got[0].body, got[1].body);
@@ -211,7 +210,7 @@ fn a_crash_after_the_receiver_answered_redelivers_the_same_event() {
 }
 
 #[test]
-fn a_worker_killed_with_sigkill_is_restarted_and_its_claims_delivered() {
+fn a_worker_killed_with_sigkill_is_restarted_and_what_it_had_in_flight_is_delivered() {
     let cluster = Cluster::start("sigkill", "");
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
@@ -233,13 +232,14 @@ fn a_worker_killed_with_sigkill_is_restarted_and_its_claims_delivered() {
         .unwrap();
     assert!(killed.success());
 
-    // The postmaster resets the cluster and starts a new worker, which re-queues the claim.
+    // The postmaster resets the cluster and starts a new worker, which finds the delivery
+    // again on its walk from the saved frontier.
     let new_pid = wait_until("a new worker", DEADLINE, || {
         let mut db = cluster.try_connect()?;
         worker_pid(&mut db).filter(|&pid| pid != old_pid)
     });
     assert_ne!(new_pid, old_pid);
-    let got = receiver.wait_for(2, BEFORE_LEASE_EXPIRY);
+    let got = receiver.wait_for(2, REDELIVERY_DEADLINE);
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].header("X-Event-ID"), got[1].header("X-Event-ID"));
     wait_queue_drained(&cluster);

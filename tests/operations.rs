@@ -567,6 +567,18 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         &[&in_flight],
     )
     .unwrap();
+    // The application keeps writing, through the installation's trigger, while the server
+    // already runs the new library; a role keeps what it was granted.
+    db.batch_execute(
+        "CREATE TABLE pedido (id int PRIMARY KEY);
+         CREATE TRIGGER pedido_webhook AFTER INSERT ON pedido
+             FOR EACH ROW EXECUTE FUNCTION webhook_trigger('up.pedido.criado', 'up.pedido.alterado', 'up.pedido.excluido');
+         INSERT INTO pedido VALUES (1);
+         CREATE ROLE upgrade_viewer;
+         GRANT SELECT ON webhook_delivery, webhook_stats TO upgrade_viewer;
+         GRANT EXECUTE ON FUNCTION webhook_retry(bigint) TO upgrade_viewer;",
+    )
+    .unwrap();
 
     db.batch_execute("ALTER EXTENSION webhook_ext UPDATE")
         .unwrap();
@@ -583,7 +595,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     // interrupted one as its second attempt), the failed one keeps its state and attempts.
     wait_for_status(&mut db, delivery, "succeeded", DEADLINE);
     wait_for_status(&mut db, in_flight, "succeeded", DEADLINE);
-    let requests = receiver.wait_for(2, DEADLINE);
+    let requests = receiver.wait_for(3, DEADLINE);
     for request in &requests {
         assert!(verify_hex(
             &secret,
@@ -596,9 +608,26 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         .map(|r| r.header("X-Event-Type").unwrap())
         .collect();
     assert!(
-        events.contains(&"up.before") && events.contains(&"up.in_flight"),
+        events.contains(&"up.before")
+            && events.contains(&"up.in_flight")
+            && events.contains(&"up.pedido.criado"),
         "{events:?}"
     );
+    db.batch_execute(
+        "SET ROLE upgrade_viewer;
+         SELECT count(*) FROM webhook_delivery;
+         SELECT count(*) FROM webhook_stats;
+         RESET ROLE;",
+    )
+    .unwrap();
+    let can_retry: bool = db
+        .query_one(
+            "SELECT has_function_privilege('upgrade_viewer', 'webhook_retry(bigint)', 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(can_retry);
     let interrupted: i32 = db
         .query_one(
             "SELECT attempts FROM webhook_delivery WHERE id = $1",
@@ -635,7 +664,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     let stats = db
         .query_one("SELECT deliveries_succeeded, last_success_at IS NOT NULL FROM webhook_stats WHERE webhook_id = $1", &[&id])
         .unwrap();
-    assert_eq!(stats.get::<_, i64>(0), 2);
+    assert_eq!(stats.get::<_, i64>(0), 3);
     assert!(stats.get::<_, bool>(1));
     let replayed: i32 = db
         .query_one(
@@ -644,8 +673,8 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         )
         .unwrap()
         .get(0);
-    assert_eq!(replayed, 2);
-    assert_eq!(receiver.wait_for(4, DEADLINE).len(), 4);
+    assert_eq!(replayed, 3);
+    assert_eq!(receiver.wait_for(6, DEADLINE).len(), 6);
 }
 
 #[test]

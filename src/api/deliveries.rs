@@ -23,6 +23,8 @@ const PING_BODY: &str = r#"{"test":true}"#;
 enum AttemptError {
     /// The extension's tables are not there (dropped in this very transaction, say).
     NotInstalled,
+    /// The installation is older than this library: its tables wait for ALTER EXTENSION.
+    OtherVersion(String),
     NoSuchDelivery(i64),
     NoSuchWebhook(i64),
     /// The worker (or another session) is attempting it right now.
@@ -42,6 +44,13 @@ impl From<AttemptError> for ErrorReport {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "webhook_ext is not installed in this database".to_string(),
             ),
+            AttemptError::OtherVersion(version) => (
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "webhook_ext {version} is installed but this server runs {}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ),
             AttemptError::NoSuchDelivery(id) => {
                 (ERRCODE_NO_DATA_FOUND, format!("delivery {id} does not exist"))
             }
@@ -59,6 +68,7 @@ impl From<AttemptError> for ErrorReport {
         let report = ErrorReport::new(code, message, "webhook_ext");
         match error {
             AttemptError::NotInstalled => report.set_hint("CREATE EXTENSION webhook_ext"),
+            AttemptError::OtherVersion(_) => report.set_hint("ALTER EXTENSION webhook_ext UPDATE"),
             _ => report,
         }
     }
@@ -82,6 +92,11 @@ fn statements() -> Statements {
 fn webhook_deliver_now(delivery_id: i64) {
     let _path = PinnedSearchPath::new();
     let statements = statements();
+    if statements.installation.version != env!("CARGO_PKG_VERSION") {
+        raise(AttemptError::OtherVersion(
+            statements.installation.version.clone(),
+        ));
+    }
     // Held in shared memory until this transaction ends: the worker leaves it alone, and
     // another session's webhook_retry is refused.
     if !in_flight::hold_for_session(delivery_id) {

@@ -251,14 +251,29 @@ fn queue(
 
 fn queue_sql(function_oid: pg_sys::Oid) -> String {
     // SAFETY: catalog lookups of the function being executed.
-    let schema = unsafe {
-        let namespace = pg_sys::get_namespace_name(pg_sys::get_func_namespace(function_oid));
-        CStr::from_ptr(pg_sys::quote_identifier(namespace))
+    let (namespace, schema) = unsafe {
+        let namespace = pg_sys::get_func_namespace(function_oid);
+        let name = pg_sys::get_namespace_name(namespace);
+        let quoted = CStr::from_ptr(pg_sys::quote_identifier(name))
             .to_string_lossy()
-            .into_owned()
+            .into_owned();
+        (namespace, quoted)
+    };
+    // An installation older than this library (0.3.0, until ALTER EXTENSION ... UPDATE) keeps
+    // its deliveries in the table webhook_delivery: the application's writes go on, and the
+    // update moves what they queued. After the update that name is the view, which inserts
+    // into the store (a plan made before the update is made again on it).
+    // SAFETY: a catalog lookup by name in the function's own schema.
+    let store_exists =
+        unsafe { pg_sys::get_relname_relid(c"webhook_delivery_store".as_ptr(), namespace) }
+            != pg_sys::InvalidOid;
+    let table = if store_exists {
+        "webhook_delivery_store"
+    } else {
+        "webhook_delivery"
     };
     format!(
-        "INSERT INTO {schema}.webhook_delivery_store (webhook_id, event_id, event, body) \
+        "INSERT INTO {schema}.{table} (webhook_id, event_id, event, body) \
          SELECT w.id, $1, $2, $3 FROM {schema}.webhook AS w \
           WHERE w.active AND {schema}.webhook_events_match(w.events, $2)"
     )

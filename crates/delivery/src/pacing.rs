@@ -118,17 +118,29 @@ pub enum Placement {
 
 /// `room`: what its endpoint has left (None: an endpoint not seen yet, which gets the
 /// default room); `left`: what the round may still take; `walking`: found by the walk
-/// (rather than in its gaps, which are parked whatever the endpoint).
-pub fn place(room: Option<Room>, default_room: usize, left: usize, walking: bool) -> Placement {
+/// (rather than in its gaps, which are parked whatever the endpoint); `may_wait`: the walk
+/// has not been stopped long (a fast endpoint that starts to hang would otherwise hold every
+/// other endpoint's deliveries until its pace says it is slow).
+pub fn place(
+    room: Option<Room>,
+    default_room: usize,
+    left: usize,
+    walking: bool,
+    may_wait: bool,
+) -> Placement {
     let (room, fast) = room.map_or((default_room, false), |r| (r.room, r.fast));
     if left > 0 && room > 0 {
         Placement::Take
-    } else if walking && (fast || left == 0) {
+    } else if walking && ((fast && may_wait) || left == 0) {
         Placement::Stop
     } else {
         Placement::Park
     }
 }
+
+/// Longest the walk waits for a full fast endpoint before it parks that endpoint's deliveries
+/// and goes on with the others'.
+pub const LONGEST_WALK_WAIT: Duration = Duration::from_millis(200);
 
 /// Most time the worker sleeps between rounds when nothing wakes it.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
@@ -248,14 +260,16 @@ mod tests {
             from_due: 0,
             fast: false,
         });
-        assert_eq!(place(full_fast, 4, 10, true), Placement::Stop);
-        assert_eq!(place(full_fast, 4, 10, false), Placement::Park);
-        assert_eq!(place(full_slow, 4, 10, true), Placement::Park);
-        assert_eq!(place(None, 4, 10, true), Placement::Take);
-        assert_eq!(place(None, 0, 10, true), Placement::Park);
+        assert_eq!(place(full_fast, 4, 10, true, true), Placement::Stop);
+        assert_eq!(place(full_fast, 4, 10, false, true), Placement::Park);
+        assert_eq!(place(full_slow, 4, 10, true, true), Placement::Park);
+        assert_eq!(place(None, 4, 10, true, true), Placement::Take);
+        assert_eq!(place(None, 0, 10, true, true), Placement::Park);
+        // Waited too long for it: the others' deliveries go on.
+        assert_eq!(place(full_fast, 4, 10, true, false), Placement::Park);
         // The round itself is full: the walk goes on next round; a gap's delivery is parked.
-        assert_eq!(place(None, 4, 0, true), Placement::Stop);
-        assert_eq!(place(None, 4, 0, false), Placement::Park);
+        assert_eq!(place(None, 4, 0, true, true), Placement::Stop);
+        assert_eq!(place(None, 4, 0, false, true), Placement::Park);
     }
 
     #[test]

@@ -14,6 +14,11 @@
 /// A transaction id as `pg_snapshot` gives it (xid8: 64 bits, never wraps).
 pub type Xid = u64;
 
+/// Most gaps kept apart. Past it the closest are merged: a wider range is looked at (rows
+/// already handled in it are skipped by the caller), never a gap forgotten. Gaps pile up
+/// only while some writing transaction stays open (each rolled-back id is one).
+pub const MAX_GAPS: usize = 64;
+
 /// Ids `from..=to` the walk passed without seeing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {
@@ -102,6 +107,27 @@ impl Walk {
             to,
             watch_until,
         });
+        if self.gaps.len() > MAX_GAPS {
+            self.merge_closest();
+        }
+    }
+
+    /// Merge the two gaps closest together: the merged gap waits for the later of their
+    /// snapshots (an unwatched one stays unwatched until the next snapshot).
+    fn merge_closest(&mut self) {
+        self.gaps.sort_by_key(|g| g.from);
+        let Some(at) =
+            (0..self.gaps.len() - 1).min_by_key(|&i| self.gaps[i + 1].from - self.gaps[i].to)
+        else {
+            return;
+        };
+        let next = self.gaps.remove(at + 1);
+        let gap = &mut self.gaps[at];
+        gap.to = gap.to.max(next.to);
+        gap.watch_until = match (gap.watch_until, next.watch_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
     }
 
     /// Every id up to the result is handled (sent and recorded, or due), given the lowest id
@@ -182,6 +208,24 @@ mod tests {
         walk.observe_snapshot(200, 210);
         walk.settle();
         assert!(!walk.has_gaps());
+    }
+
+    #[test]
+    fn gaps_past_the_limit_merge_into_wider_ones_and_lose_no_id() {
+        let mut walk = Walk::after(0);
+        // Every other id missing: far more gaps than kept apart.
+        let ids: Vec<i64> = (1..=400).filter(|id| id % 2 == 0).collect();
+        walk.advance(&ids, 400);
+        let gaps = walk.gaps();
+        assert!(gaps.len() <= MAX_GAPS, "{}", gaps.len());
+        for missing in (1..=400).filter(|id| id % 2 == 1) {
+            assert!(
+                gaps.iter()
+                    .any(|&(from, to)| from <= missing && missing <= to),
+                "{missing} is in no gap"
+            );
+        }
+        assert_eq!(walk.frontier(None), 0);
     }
 
     #[test]
