@@ -113,7 +113,7 @@ fn webhook_deliver_now(delivery_id: i64) {
             .unwrap_or_else(statement_failed)
             .unwrap_or_else(|| raise(AttemptError::NoSuchDelivery(delivery_id)));
     let webhook_id = found.webhook_id;
-    let webhook = Spi::connect(|client| statements.webhooks(&client, &[webhook_id]))
+    let webhook = Spi::connect(|client| statements.webhooks(client, &[webhook_id]))
         .unwrap_or_else(statement_failed)
         .remove(&webhook_id)
         .unwrap_or_else(|| raise(AttemptError::NoSuchWebhook(webhook_id)));

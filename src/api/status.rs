@@ -27,7 +27,7 @@ fn webhook_worker_status() -> TableIterator<
     ),
 > {
     let _path = PinnedSearchPath::new();
-    let queue_depth = Spi::connect(|client| crate::store::installation(&client))
+    let queue_depth = Spi::connect(crate::store::installation)
         .ok()
         .flatten()
         .and_then(|installation| {
