@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(get("search_path"), Some("pg_catalog, pg_temp"));
         assert_eq!(get("enable_seqscan"), Some("off"));
         assert_eq!(get("enable_nestloop"), Some("off"));
-        assert_eq!(get("plan_cache_mode"), Some("auto"));
+        assert_eq!(get("plan_cache_mode"), Some("force_generic_plan"));
         assert!(sql
             .session_settings_sql()
             .contains("SELECT set_config(name, 'pg_catalog, pg_temp', false) FROM pg_settings WHERE name = 'search_path';"));
