@@ -643,3 +643,44 @@ fn receivers_that_hang_keep_one_thread_each_and_leave_the_rest_to_a_fast_one() {
         );
     }
 }
+
+#[test]
+fn an_endpoint_that_was_fast_and_starts_hanging_does_not_hold_the_others_back() {
+    // The walk waits for a fast endpoint that is full rather than park its backlog, but not
+    // for long: one that starts to hang still looks fast until its attempts time out.
+    let cluster = Cluster::start("fastthenhang", "");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let flaky = Receiver::start(|_, index| if index < 50 { Reply::ok() } else { Reply::Hang });
+    let other = Receiver::always(Reply::ok());
+    db.execute("SELECT webhook_create($1, 'k', '{a.*}')", &[&flaky.url()])
+        .unwrap();
+    db.execute("SELECT webhook_create($1, 'k', '{b.*}')", &[&other.url()])
+        .unwrap();
+    db.execute(
+        "SELECT webhook_emit('a.warm', '{}') FROM generate_series(1, 50)",
+        &[],
+    )
+    .unwrap();
+    flaky.wait_for(50, DEADLINE);
+    // Now it hangs: more than it can hold, then the other endpoint's events behind them.
+    db.execute(
+        "SELECT webhook_emit('a.more', '{}') FROM generate_series(1, 1500)",
+        &[],
+    )
+    .unwrap();
+    db.execute(
+        "SELECT webhook_emit('b.event', '{}') FROM generate_series(1, 20)",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(other.wait_for(20, DEADLINE).len(), 20);
+    // They arrived while the hanging attempts still held their connections: none had timed
+    // out (webhook.timeout = 2s), so the worker did not wait for it to look slow.
+    let finished: i64 = query_i64(
+        &mut db,
+        "SELECT count(*) FROM webhook_attempt a JOIN webhook_delivery d ON d.id = a.delivery_id \
+          WHERE d.event = 'a.more'",
+    );
+    assert_eq!(finished, 0);
+}
