@@ -2976,9 +2976,9 @@ fn wal_cell(count: u64, bytes: u64, fpi: u64, events: f64) -> String {
     s
 }
 
-/// A difference cell: records · bytes per event, signed.
+/// A difference cell: records · bytes per event, signed ("—" when it rounds to nothing).
 fn wal_diff_cell(count: i64, bytes: i64, events: f64) -> String {
-    if count == 0 && bytes == 0 {
+    if (count as f64 / events).abs() < 0.005 && (bytes as f64 / events).abs() < 0.5 {
         return "—".into();
     }
     format!(
@@ -3116,7 +3116,7 @@ fn relation_breakdown(windows: &[WalWindow; 3], events: f64) -> String {
         let (queue, delivered) = (cells[1], cells[2]);
         let diff_bytes = delivered.1 as i64 - queue.1 as i64;
         let diff = wal_diff_cell(delivered.0 as i64 - queue.0 as i64, diff_bytes, events);
-        let share = if diff_bytes != 0 && delivery_total > 0 {
+        let share = if (diff_bytes as f64 / events).abs() >= 0.5 && delivery_total > 0 {
             format!(
                 ", {:.0} %",
                 100.0 * diff_bytes as f64 / delivery_total as f64
