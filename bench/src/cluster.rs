@@ -209,6 +209,26 @@ impl Cluster {
         Ok(report)
     }
 
+    /// `pg_waldump`'s listing (one line per record) of this cluster's WAL from `start` to
+    /// `end`, as `waldump_stats` runs it.
+    pub fn waldump_listing(&self, start: &str, end: &str) -> Result<String> {
+        let wal = self.data.join("pg_wal");
+        let out = as_postgres("pg_waldump")
+            .args(["--path", wal.to_str().unwrap()])
+            .args(["--start", start, "--end", end])
+            .output()
+            .map_err(|e| format!("cannot run pg_waldump: {e}"))?;
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !listing.lines().any(|l| l.starts_with("rmgr: ")) {
+            return Err(format!(
+                "pg_waldump --start {start} --end {end} listed no record ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(listing)
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();

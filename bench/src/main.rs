@@ -204,7 +204,13 @@ fn render(
          full_page_writes = on** for the application's transactions (scenario 3 adds secondary \
          rows with fsync = off; the worker itself commits with synchronous_commit = off). \
          Scenario 7 switches autovacuum off and sets checkpoint_timeout = 1h for its own \
-         measures only, so that nothing else writes WAL during them. Extension settings are the \
+         measures only, so that nothing else writes WAL during them, and measures the plain \
+         INSERT and the queue in a second database, which the worker does not serve. \
+         `max_prepared_transactions = 2`: scenario 4 and the profiling pass write their \
+         backlogs in a prepared transaction, which the worker, running, cannot see until \
+         COMMIT PREPARED starts the drain. The profiling pass restarts the cluster once, with \
+         pg_stat_statements.track = all and track_wal_io_timing = on. \
+         Extension settings are the \
          defaults: webhook.concurrency = 32 (one endpoint may use 16), webhook.timeout = 5s, \
          webhook.retry_schedule = 0s,1min,5min,15min,1h, webhook.retention = 7 days. The \
          extension is the release build (`lto = \"fat\"`, `codegen-units = 1`).\n",

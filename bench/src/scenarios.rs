@@ -2,6 +2,7 @@
 //! on 127.0.0.1, scenarios 1–7 and a profiling pass, every figure next to a baseline
 //! measured in the same run.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,6 +112,7 @@ webhook.allowed_networks = '127.0.0.1/32'
 max_connections = 100
 log_line_prefix = '%m [%p] %b '
 log_checkpoints = on
+max_prepared_transactions = 2
 ";
 
 /// Scenario 4 compares what the worker runs to find its work (walk, due rows) over the first
@@ -132,6 +134,12 @@ const CLIENTE_DDL: &str = "CREATE TABLE cliente (
 
 const CLIENTE_TRIGGER: &str = "CREATE TRIGGER cliente_webhook AFTER INSERT OR UPDATE OR DELETE \
     ON cliente FOR EACH ROW EXECUTE FUNCTION webhook_trigger('cliente')";
+
+/// Scenario 7's database the worker does not serve (it serves `webhook.database`, `postgres`).
+const WAL_IDLE_DB: &str = "bench_wal";
+/// Scenario 7's first 50 events for its subscriber, in each of its two databases.
+const WAL_WARM: &str = "SELECT webhook_emit('cliente.warm', jsonb_build_object('n', g))
+    FROM generate_series(1, 50) AS g";
 
 const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3Itd2ViaG9va19leHQ=";
 
@@ -1596,17 +1604,21 @@ impl Bench {
             .get(0);
         sec.setup = format!(
             "WAL written per event: `pg_current_wal_insert_lsn()` before and after each measure \
-             (bytes = the LSN difference / events), on this bench's cluster, and \
-             `pg_waldump --stats=record` over the same LSN ranges for what the bytes are. \
-             {n} one-row INSERTs into `cliente` (scenario 3's statement), one per transaction \
-             (`pgbench -n -c 1 -t {n}`): **plain**, without the trigger; **queue**, the same with \
-             `webhook_trigger('cliente')` and one subscriber while the worker is held, so that \
-             nothing is delivered; **delivery**, then the worker let go, counted until it has \
-             delivered all {n} to our receiver (200). Held: the worker, which already knows the \
-             endpoint as fast (it delivered 50 events to it just before), waits in its next round \
-             for a lock the bench holds on `webhook_delivery_due`, before anything it writes. \
-             A CHECKPOINT before the plain and before the queue measure, none between queueing \
-             and delivery (in production a delivery follows its commit by milliseconds: its \
+             (bytes = the LSN difference / events), on this bench's cluster, and `pg_waldump` \
+             over the same LSN ranges for what the bytes are (`--stats=record` by record type; \
+             its record listing summed by the relation of each record's first block). Three \
+             measures of the same {n} one-row INSERTs into `cliente` (scenario 3's statement), \
+             one per transaction (`pgbench -n -c 1 -t {n}`): **plain**, without the trigger, and \
+             **queue**, with `webhook_trigger('cliente')` and one subscriber, both in a database \
+             the worker does not serve (`{WAL_IDLE_DB}`: it serves `webhook.database`, here \
+             `postgres`), so that nothing is delivered; **delivered**, the same INSERTs with the \
+             trigger and one subscriber in `postgres`, the database the worker serves, which \
+             delivers them to our receiver (200) while they run: that measure ends when all {n} \
+             have succeeded (polled, at most 120 s after the last INSERT). The worker is never \
+             held. **Delivery part** = delivered − queue. The worker knows the endpoint as fast \
+             (it delivered 50 events to it just before; the other database's store holds 50 \
+             events too, so that both stores start alike). A CHECKPOINT before each measure, \
+             none inside one (in production a delivery follows its commit by milliseconds: its \
              updates find their pages already written since the last checkpoint, with no \
              full-page image). For this scenario only (ALTER SYSTEM, reloaded): \
              `checkpoint_timeout` = 1h and autovacuum off, so that nothing else writes WAL \
@@ -1621,11 +1633,7 @@ impl Bench {
             .map_err(pg)?;
         // The endpoint's first deliveries: the worker knows its pace from then on (a new
         // endpoint's backlog would be parked in the due table, which is not the steady state).
-        db.batch_execute(
-            "SELECT webhook_emit('cliente.warm', jsonb_build_object('n', g))
-               FROM generate_series(1, 50) AS g",
-        )
-        .map_err(pg)?;
+        db.batch_execute(WAL_WARM).map_err(pg)?;
         self.wait_finished(
             &mut db,
             std::slice::from_ref(&self.recv.stats),
@@ -1633,19 +1641,34 @@ impl Bench {
             50,
             Some(Duration::from_secs(30)),
         )?;
-        self.set_conf(&mut db, "autovacuum", Some("off"))?;
-        self.set_conf(&mut db, "checkpoint_timeout", Some("1h"))?;
-        let measured = self.wal_windows(&mut db, hook, n);
+        // The same table, subscriber and 50 queued events where the worker does not look.
+        db.batch_execute(&format!("DROP DATABASE IF EXISTS {WAL_IDLE_DB}"))
+            .map_err(pg)?;
+        db.batch_execute(&format!("CREATE DATABASE {WAL_IDLE_DB}"))
+            .map_err(pg)?;
+        let measured = (|| -> Result<WalWindows> {
+            let mut idle = self.cluster.connect(WAL_IDLE_DB)?;
+            idle.batch_execute("CREATE EXTENSION webhook_ext")
+                .map_err(pg)?;
+            idle.batch_execute(CLIENTE_DDL).map_err(pg)?;
+            self.create_webhook(&mut idle, &self.recv.url("/wal-idle"), "{cliente.*}")?;
+            idle.batch_execute(WAL_WARM).map_err(pg)?;
+            self.set_conf(&mut db, "autovacuum", Some("off"))?;
+            self.set_conf(&mut db, "checkpoint_timeout", Some("1h"))?;
+            self.wal_windows(&mut db, &mut idle, hook, n)
+        })();
         let _ = db.batch_execute("DROP TRIGGER IF EXISTS cliente_webhook ON cliente");
         self.set_conf(&mut db, "autovacuum", None)?;
         self.set_conf(&mut db, "checkpoint_timeout", None)?;
+        db.batch_execute(&format!("DROP DATABASE IF EXISTS {WAL_IDLE_DB}"))
+            .map_err(pg)?;
         let w = measured?;
 
         let nf = n as f64;
-        let [plain, queue, delivery] = &w.windows;
-        let (plain_b, queue_b, delivery_b) =
-            (plain.bytes / nf, queue.bytes / nf, delivery.bytes / nf);
-        let total_b = queue_b + delivery_b;
+        let [plain, queue, delivered] = &w.windows;
+        let (plain_b, queue_b, total_b) =
+            (plain.bytes / nf, queue.bytes / nf, delivered.bytes / nf);
+        let delivery_b = total_b - queue_b;
         let bytes = |b: f64| format!("{b:.0} B");
         let plain_label = format!("{} plain INSERT", bytes(plain_b));
         sec.rows.push(Row::compared(
@@ -1655,7 +1678,7 @@ impl Bench {
             "1.00×",
         ));
         sec.rows.push(Row::compared(
-            "queue: the same INSERT with the trigger and 1 subscriber, nothing delivered: WAL per event (row + queue)",
+            "queue: the same INSERT with the trigger and 1 subscriber, in a database the worker does not serve (nothing delivered): WAL per event (row + queue)",
             format!("{} (queue part +{})", bytes(queue_b), bytes(queue_b - plain_b)),
             plain_label.clone(),
             ratio(queue_b, plain_b),
@@ -1663,7 +1686,7 @@ impl Bench {
         sec.rows.push(
             Row::compared(
                 format!(
-                    "delivery: the worker delivering the {} queued events (HTTP 200): WAL per event",
+                    "delivery part: delivered − queue, the worker delivering the {} events (HTTP 200): WAL per event",
                     thousands(nf)
                 ),
                 bytes(delivery_b),
@@ -1674,7 +1697,7 @@ impl Bench {
         );
         sec.rows.push(
             Row::compared(
-                "total per delivered event: row + queue + delivery",
+                "total per delivered event (delivered: the same INSERTs in the database the worker serves, measured until all are delivered): row + queue + delivery",
                 bytes(total_b),
                 plain_label.clone(),
                 ratio(total_b, plain_b),
@@ -1690,33 +1713,54 @@ impl Bench {
         let per = |win: &WalWindow, f: &dyn Fn(&wal::RecordStats) -> u64| {
             win.records.iter().map(f).sum::<u64>() as f64 / nf
         };
+        let count = |r: &wal::RecordStats| r.count;
+        let fpi = |r: &wal::RecordStats| r.fpi_bytes;
         sec.rows.push(Row::info(
-            "WAL records per event: plain / queue / delivery",
+            "WAL records per event: plain / queue / delivered (delivery part)",
             format!(
-                "{:.2} / {:.2} / {:.2}",
-                per(plain, &|r| r.count),
-                per(queue, &|r| r.count),
-                per(delivery, &|r| r.count)
+                "{:.2} / {:.2} / {:.2} ({:+.2})",
+                per(plain, &count),
+                per(queue, &count),
+                per(delivered, &count),
+                per(delivered, &count) - per(queue, &count)
             ),
         ));
+        // The worker's own transactions: COMMIT records beyond the INSERTs' (one each).
+        let commits = |win: &WalWindow| {
+            win.records
+                .iter()
+                .filter(|r| r.name == "Transaction/COMMIT")
+                .map(|r| r.count)
+                .sum::<u64>() as f64
+        };
         sec.rows.push(Row::info(
-            "of the bytes, full-page images per event: plain / queue / delivery",
+            "worker transactions per delivered event (the delivered measure's COMMIT records beyond the queue measure's): each records the outcomes that finished since the last, so their number follows the INSERT rate",
+            format!("{:.2}", (commits(delivered) - commits(queue)) / nf),
+        ));
+        sec.rows.push(Row::info(
+            "of the bytes, full-page images per event: plain / queue / delivered",
             format!(
                 "{} / {} / {}",
-                bytes(per(plain, &|r| r.fpi_bytes)),
-                bytes(per(queue, &|r| r.fpi_bytes)),
-                bytes(per(delivery, &|r| r.fpi_bytes))
+                bytes(per(plain, &fpi)),
+                bytes(per(queue, &fpi)),
+                bytes(per(delivered, &fpi))
             ),
         ));
         sec.rows.push(Row::info(
-            "rates during the measures",
+            "rates during the measures (one connection, one transaction per INSERT)",
             format!(
-                "plain {} INSERT/s, with the trigger {} INSERT/s (one connection, one transaction each); delivery {} /s ({} in {:.2} s from the worker's release)",
+                "plain {} INSERT/s, queue {} INSERT/s (database the worker does not serve); delivered {} INSERT/s with the worker delivering meanwhile, {}",
                 thousands(w.plain_tps),
                 thousands(w.queue_tps),
-                thousands(nf / w.drain_secs.max(1e-9)),
-                thousands(nf),
-                w.drain_secs
+                thousands(w.delivered_tps),
+                if w.lag_secs > 0.0 {
+                    format!(
+                        "the last delivery recorded {} after pgbench ended",
+                        ms(w.lag_secs * 1000.0)
+                    )
+                } else {
+                    "every delivery recorded by the time pgbench ended".to_string()
+                }
             ),
         ));
         sec.rows.push(Row::info(
@@ -1735,12 +1779,20 @@ impl Bench {
             );
         }
         sec.notes.push(wal_breakdown(&w.windows, nf));
+        sec.notes.push(relation_breakdown(&w.windows, nf));
         db.batch_execute("TRUNCATE cliente").map_err(pg)?;
         self.reset_queue()
     }
 
-    /// Scenario 7's three measures, with the worker held for the first two.
-    fn wal_windows(&self, db: &mut Client, hook: i64, n: i64) -> Result<WalWindows> {
+    /// Scenario 7's three measures: plain and queue in `idle` (a database the worker does not
+    /// serve), delivered in `db` (the one it serves) with the worker delivering meanwhile.
+    fn wal_windows(
+        &self,
+        db: &mut Client,
+        idle: &mut Client,
+        hook: i64,
+        n: i64,
+    ) -> Result<WalWindows> {
         let script = self.insert_script()?;
         // An autovacuum worker started before autovacuum was switched off would still write.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -1760,101 +1812,109 @@ impl Bench {
             }
             sleep(Duration::from_millis(200))?;
         }
-        let hold = self.hold_worker(db, false)?;
         let mut checkpoints = Vec::new();
+        let mut labels = HashMap::new();
+        // A measure from `from` to `to`: no checkpoint since `from`, and what pg_waldump says of
+        // it, read at once (the next measure's CHECKPOINT may recycle its WAL files) once the
+        // WAL up to `to` is flushed (the worker commits with synchronous_commit off).
+        let mut close = |db: &mut Client, name: &str, from: &WalPoint, to: &WalPoint| {
+            wait_flushed(db, to.lsn)?;
+            if let Some(c) = from.checkpoint_between(&wal_point(db)?) {
+                checkpoints.push(format!("{name}: {c}"));
+            }
+            let records = wal::parse_stats(&self.cluster.waldump_stats(&from.text, &to.text)?);
+            let listed = wal::parse_records(&self.cluster.waldump_listing(&from.text, &to.text)?);
+            Ok::<_, String>((to.lsn.saturating_sub(from.lsn) as f64, records, listed))
+        };
 
-        log(format!("S7: {n} plain INSERTs"));
-        db.batch_execute("TRUNCATE cliente; CHECKPOINT")
-            .map_err(pg)?;
+        log(format!(
+            "S7: {n} plain INSERTs in {WAL_IDLE_DB} (not served)"
+        ));
+        idle.batch_execute(
+            "DROP TRIGGER IF EXISTS cliente_webhook ON cliente; TRUNCATE cliente; CHECKPOINT",
+        )
+        .map_err(pg)?;
         let a = wal_point(db)?;
-        let plain_tps = self.pgbench_transactions(&script, n, "postgres")?;
+        let plain_tps = self.pgbench_transactions(&script, n, WAL_IDLE_DB)?;
         let b = wal_point(db)?;
-        if let Some(c) = a.checkpoint_between(&b) {
-            checkpoints.push(format!("plain: {c}"));
-        }
+        let plain = close(db, "plain", &a, &b)?;
+        relation_labels(idle, &mut labels)?;
 
-        log(format!("S7: {n} INSERTs with the trigger, the worker held"));
-        db.batch_execute(CLIENTE_TRIGGER).map_err(pg)?;
-        db.batch_execute("TRUNCATE cliente; CHECKPOINT")
+        log(format!(
+            "S7: {n} INSERTs with the trigger in {WAL_IDLE_DB} (not served: nothing delivered)"
+        ));
+        idle.batch_execute(CLIENTE_TRIGGER).map_err(pg)?;
+        idle.batch_execute("TRUNCATE cliente; CHECKPOINT")
             .map_err(pg)?;
         let c = wal_point(db)?;
-        let queue_tps = self.pgbench_transactions(&script, n, "postgres")?;
+        let queue_tps = self.pgbench_transactions(&script, n, WAL_IDLE_DB)?;
         let d = wal_point(db)?;
-        let queued: i64 = db
+        let queue = close(db, "queue", &c, &d)?;
+        relation_labels(idle, &mut labels)?;
+        let queued: i64 = idle
             .query_one(
                 "SELECT count(*) FROM webhook_delivery_store
-                  WHERE webhook_id = $1 AND event = 'cliente.created'
-                    AND status = 'pending' AND attempts = 0",
-                &[&hook],
+                  WHERE event = 'cliente.created' AND status = 'pending' AND attempts = 0",
+                &[],
             )
             .map_err(pg)?
             .get(0);
         if queued != n {
             return Err(format!(
-                "{queued} of the {n} queued deliveries are still pending after the INSERTs: the worker was not held"
+                "{n} INSERTs with the trigger in {WAL_IDLE_DB} left {queued} pending deliveries"
             ));
         }
 
-        log("S7: the worker delivers them");
+        log(format!(
+            "S7: {n} INSERTs with the trigger in postgres, the worker delivering meanwhile"
+        ));
+        db.batch_execute(CLIENTE_TRIGGER).map_err(pg)?;
+        db.batch_execute("TRUNCATE cliente; CHECKPOINT")
+            .map_err(pg)?;
+        let e = wal_point(db)?;
+        let delivered_tps = self.pgbench_transactions(&script, n, "postgres")?;
+        let inserted = now_us();
         // The receiver's count goes on from the 50 warm-up deliveries.
-        let released = now_us();
-        hold.release(db)?;
         let done = self.wait_finished(
             db,
             std::slice::from_ref(&self.recv.stats),
             &[hook],
             n + 50,
-            None,
+            Some(Duration::from_secs(120)),
         )?;
-        let e = wal_point(db)?;
-        let drain_secs = done.last_us.saturating_sub(released) as f64 / 1e6;
+        if !done.complete {
+            return Err(format!(
+                "{} of the {n} deliveries succeeded within 120 s of the last INSERT",
+                done.ok - 50
+            ));
+        }
         if done.failed > 0 {
             return Err(format!("{} deliveries failed", done.failed));
         }
-        // pg_waldump reads the WAL files: wait until the worker's commits (synchronous_commit
-        // off) are flushed.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let flushed: String = db
-                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
-                .map_err(pg)?
-                .get(0);
-            if wal::parse_lsn(&flushed).unwrap_or(0) >= e.lsn {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err("the WAL was not flushed within 30 s".into());
-            }
-            sleep(Duration::from_millis(50))?;
-        }
-        let end = wal_point(db)?;
-        if let Some(cp) = c.checkpoint_between(&d) {
-            checkpoints.push(format!("queue: {cp}"));
-        } else if let Some(cp) = d.checkpoint_between(&end) {
-            checkpoints.push(format!("delivery: {cp}"));
-        }
-        let mut windows = Vec::new();
-        for (from, to) in [(&a, &b), (&c, &d), (&d, &e)] {
-            let report = self.cluster.waldump_stats(&from.text, &to.text)?;
-            windows.push(WalWindow {
-                bytes: to.lsn.saturating_sub(from.lsn) as f64,
-                records: wal::parse_stats(&report),
-            });
-        }
-        let windows: [WalWindow; 3] = windows
-            .try_into()
-            .map_err(|_| "three WAL windows".to_string())?;
+        let f = wal_point(db)?;
+        let delivered = close(db, "delivered", &e, &f)?;
+        relation_labels(db, &mut labels)?;
+        // delivered_at is the recording transaction's start (server clock, same host).
+        let lag_secs = (done.last_us as f64 - inserted as f64) / 1e6;
+
+        let windows = [plain, queue, delivered].map(|(bytes, records, listed)| WalWindow {
+            bytes,
+            records,
+            relations: by_relation(&listed, &labels),
+        });
         log(format!(
-            "S7: WAL per event: plain {:.0} B, queue {:.0} B, delivery {:.0} B",
+            "S7: WAL per event: plain {:.0} B, queue {:.0} B, delivered {:.0} B (delivery part {:.0} B)",
             windows[0].bytes / n as f64,
             windows[1].bytes / n as f64,
-            windows[2].bytes / n as f64
+            windows[2].bytes / n as f64,
+            (windows[2].bytes - windows[1].bytes) / n as f64
         ));
         Ok(WalWindows {
             windows,
             plain_tps,
             queue_tps,
-            drain_secs,
+            delivered_tps,
+            lag_secs,
             checkpoints,
         })
     }
@@ -1898,12 +1958,20 @@ impl Bench {
             .map(|s| thousands(*s as f64))
             .collect::<Vec<_>>()
             .join(" / ");
+        let plan_cache_mode = self
+            .sql
+            .session_settings
+            .iter()
+            .find(|(name, _)| name == "plan_cache_mode")
+            .map_or("auto", |(_, value)| value.as_str());
         sec.setup = format!(
             "Queues of {list} pending deliveries for one webhook, written into \
-             `webhook_delivery_store` with one INSERT ... SELECT generate_series while the worker \
-             is held, then ANALYZE. Held: restarted, the worker waits for a lock the bench holds \
-             on `webhook_delivery_frontier`, which it reads before its first look at the queue; \
-             let go, it plans its statements on this queue, as after any restart. **Take cost** \
+             `webhook_delivery_store` with one INSERT ... SELECT generate_series and analyzed, in \
+             a transaction prepared with PREPARE TRANSACTION: the worker cannot see the rows \
+             until COMMIT PREPARED, which starts the drain (and wakes it). Meanwhile the worker \
+             is restarted, so that it knows no endpoint; the statistics the commit makes visible \
+             invalidate its plans, so that it plans its statements on this queue, as after any \
+             restart or autovacuum of a big queue. **Take cost** \
              = what the worker runs to find its work, as pg_stat_statements sees it during the \
              first {} deliveries of the drain: planning + execution time of its walk \
              (`sql/worker/walk.sql`) and due (`due.sql`) statements divided by the rows the walk \
@@ -1912,8 +1980,9 @@ impl Bench {
              its size (at most {:?}). Below them, the worker's statements timed without it, in a \
              database it does not serve: `sql/worker/walk.sql`, `due.sql` and `next_due.sql` as \
              built into the bench, prepared under the worker's session settings (src/worker.rs: \
-             enable_seqscan and enable_nestloop off, plan_cache_mode auto), run 6 times so that \
-             the plan cache may switch to its generic plan as the worker's does, then {reps} times \
+             enable_seqscan and enable_nestloop off, plan_cache_mode {plan_cache_mode}), run 6 \
+             times so that the plan cache may switch to its generic plan as the worker's does \
+             (plan_cache_mode auto switches after 5 runs), then {reps} times \
              under EXPLAIN ANALYZE (planning + execution, median; the figure says which plan \
              ran). The walk reads {WALK_LIMIT} rows from the start of the queue and from its \
              middle. `due` runs with the arguments the worker passes for webhooks it does not know \
@@ -2188,81 +2257,24 @@ impl Bench {
         }
     }
 
-    /// Holds the worker before it looks at the queue again, until the hold is released (or
-    /// dropped): a connection of the bench takes a lock the worker's next round waits for,
-    /// in a transaction of the worker that has written nothing yet. What is queued meanwhile
-    /// stays pending (nothing is delivered, cancelled or parked).
-    ///
-    /// - `restart`: the worker is restarted and waits in its first round, where it reads how
-    ///   far its walk had come (`webhook_delivery_frontier`, load_frontier.sql) before
-    ///   anything else of the queue; once let go it plans its statements on the queue as it
-    ///   is then, and knows no endpoint yet.
-    /// - otherwise the worker keeps what it knows (its endpoints' pace, its connections) and
-    ///   waits in its next round at its first read of `webhook_delivery_due` (due.sql, or the
-    ///   purge's trigger), which comes before anything it writes when it has no outcome to
-    ///   record: the caller makes sure nothing is in flight.
-    fn hold_worker(&self, db: &mut Client, restart: bool) -> Result<WorkerHold> {
-        let table = if restart {
-            "webhook_delivery_frontier"
-        } else {
-            "webhook_delivery_due"
-        };
-        let mut lock = self.db()?;
-        lock.batch_execute(&format!(
-            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
-        ))
-        .map_err(|e| format!("locking {table}: {}", pg(e)))?;
-        if restart {
-            self.restart_worker(db)?;
-        } else {
-            // Its next round comes within its maintenance interval (5 s); a commit that
-            // wakes it brings it sooner.
-            db.batch_execute("SELECT webhook_wake_on_commit()")
-                .map_err(pg)?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let waiting: bool = db
-                .query_one(
-                    "SELECT EXISTS (SELECT FROM pg_locks AS l
-                                      JOIN pg_stat_activity AS a ON a.pid = l.pid
-                                     WHERE a.backend_type = 'webhook_ext worker' AND NOT l.granted
-                                       AND l.relation = $1::text::regclass)",
-                    &[&table],
-                )
-                .map_err(pg)?
-                .get(0);
-            if waiting {
-                return Ok(WorkerHold { lock });
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the worker did not wait for the lock on {table} within 30 s: it no longer \
-                     reads that table where the bench expects it (src/worker.rs), so the bench \
-                     cannot hold it that way"
-                ));
-            }
-            sleep(Duration::from_millis(50))?;
-        }
-    }
-
-    /// Deliveries/s while draining a backlog of `size`, the seconds until the first one, and
-    /// what the worker's walk and due statements cost during it.
+    /// Deliveries/s while draining a backlog of `size`, the seconds from its commit to the
+    /// first one, and what the worker's walk and due statements cost during it.
     fn drain_rate(&mut self, size: i64) -> Result<(f64, f64, TakeStats)> {
         self.reset_queue()?;
         let mut db = self.db()?;
         let hook = self.create_webhook(&mut db, &self.recv.url("/backlog"), "{bench.*}")?;
-        // A worker keeps its saved (generic) plans until an invalidation: it is restarted
-        // and held before the queue is filled, so that it plans on this table as it would
-        // after any restart or autovacuum of a big queue.
-        let hold = self.hold_worker(&mut db, true)?;
-        log(format!("S4: queueing {size} while the worker is held"));
-        Self::fill(&mut db, Self::FILL, hook, 1, size)?;
-        db.batch_execute("ANALYZE webhook_delivery_store; SELECT pg_stat_statements_reset()")
+        // A worker keeps its (generic) plans until an invalidation: the statistics of the
+        // backlog's ANALYZE, visible at its commit, make it plan on this table as it would
+        // after any restart or autovacuum of a big queue. Restarted while the backlog is
+        // invisible to it, it knows no endpoint.
+        log(format!("S4: queueing {size} in a prepared transaction"));
+        let backlog = self.prepare_backlog(hook, size)?;
+        self.restart_worker(&mut db)?;
+        db.batch_execute("SELECT pg_stat_statements_reset()")
             .map_err(pg)?;
         self.recv.stats.reset();
-        hold.release(&mut db)?;
         let activated = Instant::now();
+        backlog.commit(&mut db)?;
         let stats = self.recv.stats.clone();
         while stats.requests() == 0 {
             if activated.elapsed() > Duration::from_secs(60) {
@@ -2295,6 +2307,35 @@ impl Bench {
         ));
         self.reset_queue()?;
         Ok((rate, pickup, take))
+    }
+
+    /// Pending deliveries 1..=`n` of webhook `hook` (as `FILL` writes them), analyzed, in a
+    /// prepared transaction: the worker does not see them until it is committed.
+    fn prepare_backlog(&self, hook: i64, n: i64) -> Result<PreparedBacklog> {
+        let mut conn = self.db()?;
+        conn.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+            .map_err(pg)?;
+        let mut backlog = PreparedBacklog {
+            conn,
+            committed: true,
+        };
+        let written = (|| -> Result<()> {
+            let conn = &mut backlog.conn;
+            conn.execute(Self::FILL, &[&hook, &1i64, &n])
+                .map_err(|e| format!("fill: {}", pg(e)))?;
+            // Within the transaction ANALYZE counts its rows as live; its statistics become
+            // visible, and invalidate the worker's plans, at the commit.
+            conn.batch_execute("ANALYZE webhook_delivery_store")
+                .map_err(pg)?;
+            conn.batch_execute(&format!("PREPARE TRANSACTION '{BACKLOG_GID}'"))
+                .map_err(|e| format!("PREPARE TRANSACTION: {}", pg(e)))
+        })();
+        if let Err(e) = written {
+            let _ = backlog.conn.batch_execute("ROLLBACK");
+            return Err(e);
+        }
+        backlog.committed = false;
+        Ok(backlog)
     }
 
     // ---------------------------------------------------------------------------------
@@ -2407,14 +2448,12 @@ impl Bench {
         let worker = self.worker_pid(&mut db)?;
         let postmaster = self.cluster.postmaster_pid().unwrap_or(0);
         let n = self.sizes.profile_events;
-        // The backlog queued while the worker is held (it keeps what it knows of the
-        // endpoint), and analyzed. The statistics are reset once the driver's own counters
-        // have reached them (a backend reports them when idle, at most every second), so
-        // that they cover the drain only.
-        let hold = self.hold_worker(&mut db, false)?;
-        Self::fill(&mut db, Self::FILL, hook, 1, n)?;
-        db.batch_execute("ANALYZE webhook_delivery_store")
-            .map_err(pg)?;
+        // The backlog written and analyzed by a prepared transaction, which the worker cannot
+        // see (it keeps running, and keeps what it knows of the endpoint) until COMMIT
+        // PREPARED, which wakes it. Prepared, the writing session is idle: the statistics are
+        // reset once its counters and the driver's have reached them (a backend reports them
+        // when idle, at most every second), so that they cover the drain only.
+        let backlog = self.prepare_backlog(hook, n)?;
         sleep(Duration::from_millis(1500))?;
         db.batch_execute("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal');")
             .map_err(pg)?;
@@ -2430,7 +2469,7 @@ impl Bench {
         let cpu_a = sysinfo::cpu_snapshot(worker, postmaster);
         let switches_a = sysinfo::context_switches(worker);
         let t = Instant::now();
-        hold.release(&mut db)?;
+        backlog.commit(&mut db)?;
         let perf_data = self.run_dir.join("perf.data");
         let perf = if self.perf && crate::util::capture("which", &["perf"]).contains("perf") {
             Command::new("perf")
@@ -2504,7 +2543,7 @@ impl Bench {
                     "SELECT calls, total_plan_time + total_exec_time, plans, total_plan_time, rows,
                             {QUERY_CELL}
                        FROM pg_stat_statements
-                      WHERE query NOT ILIKE '%pg_stat_statements%'
+                      WHERE query NOT ILIKE '%pg_stat_statements%' AND query NOT ILIKE 'COMMIT PREPARED%'
                       ORDER BY total_plan_time + total_exec_time DESC LIMIT 12"
                 ),
                 &[],
@@ -2515,7 +2554,9 @@ impl Bench {
         let _ = writeln!(
             s,
             "A backlog of {} deliveries for one subscriber the worker has just delivered to \
-             (written into the store while the worker is held, as in scenario 7, then let go), \
+             (written into the store and analyzed by a transaction prepared with PREPARE \
+             TRANSACTION, which the worker, running, cannot see; COMMIT PREPARED starts the drain \
+             and wakes it), \
              drained with `pg_stat_statements` (track = all, track_planning = on) loaded: the \
              worker's SPI statements are counted like a client's. Drain: {:.1} s ({} /s, slower \
              than scenario 1 because of the instrumentation{}).\n",
@@ -2613,22 +2654,32 @@ impl Bench {
     }
 }
 
-/// The worker held by `Bench::hold_worker`: a connection whose open transaction holds a lock
-/// on `webhook_delivery_frontier`. Released by `release` or by dropping it (the connection
-/// closes, its transaction rolls back).
-struct WorkerHold {
-    lock: Client,
+/// A backlog written by a prepared transaction (`Bench::prepare_backlog`): invisible to the
+/// worker until `commit` (COMMIT PREPARED, which wakes it). Dropped uncommitted, it is rolled
+/// back: a prepared transaction outlives its session and would keep its locks.
+struct PreparedBacklog {
+    conn: Client,
+    committed: bool,
 }
 
-impl WorkerHold {
-    /// Lets the worker go, and wakes it. The round that waited took its snapshot before the
-    /// wait, so it does not see what was queued meanwhile, and a commit cannot wake it for
-    /// the next one (the commit that found the worker's "work queued" flag already set does
-    /// not set its latch, and the lock wait consumed the latch the first one set): a reload
-    /// signal does (pgrx's SIGHUP handler sets the latch).
-    fn release(mut self, db: &mut Client) -> Result<()> {
-        self.lock.batch_execute("COMMIT").map_err(pg)?;
-        db.batch_execute("SELECT pg_reload_conf()").map_err(pg)
+const BACKLOG_GID: &str = "webhook_bench_backlog";
+
+impl PreparedBacklog {
+    fn commit(mut self, db: &mut Client) -> Result<()> {
+        db.batch_execute(&format!("COMMIT PREPARED '{BACKLOG_GID}'"))
+            .map_err(|e| format!("COMMIT PREPARED: {}", pg(e)))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PreparedBacklog {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self
+                .conn
+                .batch_execute(&format!("ROLLBACK PREPARED '{BACKLOG_GID}'"));
+        }
     }
 }
 
@@ -2786,21 +2837,160 @@ fn wal_point(db: &mut Client) -> Result<WalPoint> {
 /// One measure of scenario 7: the bytes between its two LSNs and pg_waldump's records.
 struct WalWindow {
     bytes: f64,
+    /// By record type (`pg_waldump --stats=record`).
     records: Vec<wal::RecordStats>,
+    /// By relation (see `by_relation`), each by record type.
+    relations: Vec<(String, Vec<wal::RecordStats>)>,
 }
 
 struct WalWindows {
-    /// plain, queue, delivery.
+    /// plain and queue (in the database the worker does not serve), delivered (in the one it
+    /// serves, the worker delivering meanwhile).
     windows: [WalWindow; 3],
     plain_tps: f64,
     queue_tps: f64,
-    drain_secs: f64,
+    delivered_tps: f64,
+    /// From pgbench's end to the last delivery's record (negative: before it ended).
+    lag_secs: f64,
     /// Checkpoints seen during a measure (none expected).
     checkpoints: Vec<String>,
 }
 
+/// Waits until the WAL is flushed up to `lsn` (pg_waldump reads the files).
+fn wait_flushed(db: &mut Client, lsn: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let flushed: String = db
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .map_err(pg)?
+            .get(0);
+        if wal::parse_lsn(&flushed).unwrap_or(0) >= lsn {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("the WAL was not flushed within 30 s".into());
+        }
+        sleep(Duration::from_millis(50))?;
+    }
+}
+
+const NO_RELATION: &str = "no relation (commits, other records without a block)";
+const OTHER_RELATIONS: &str = "other relations";
+const SYSTEM_CATALOGS: &str = "system catalogs";
+
+/// Adds the relations of `conn`'s database, as they are now, to `labels`: each table's heap,
+/// indexes, TOAST and owned sequences under the table's name, the system catalogs (shared ones
+/// included) under one label.
+fn relation_labels(conn: &mut Client, labels: &mut HashMap<wal::RelFile, String>) -> Result<()> {
+    let rows = conn
+        .query(
+            "WITH rel AS (
+                 SELECT c.relisshared, pg_relation_filenode(c.oid) AS file,
+                        CASE c.relkind
+                            WHEN 'i' THEN (SELECT i.indrelid FROM pg_index AS i WHERE i.indexrelid = c.oid)
+                            WHEN 'S' THEN coalesce((SELECT d.refobjid FROM pg_depend AS d
+                                                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                                       AND d.refclassid = 'pg_class'::regclass
+                                                       AND d.deptype IN ('a', 'i')
+                                                     LIMIT 1), c.oid)
+                            ELSE c.oid
+                        END AS base
+                   FROM pg_class AS c
+                  WHERE pg_relation_filenode(c.oid) IS NOT NULL)
+             SELECT CASE WHEN r.relisshared THEN 0
+                         ELSE (SELECT oid FROM pg_database WHERE datname = current_database()) END::bigint,
+                    r.file::bigint,
+                    coalesce(owner.relname, b.relname)::text,
+                    coalesce(owner.relnamespace, b.relnamespace)
+                        IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace)
+               FROM rel AS r
+               JOIN pg_class AS b ON b.oid = r.base
+               LEFT JOIN pg_class AS owner ON owner.reltoastrelid = b.oid",
+            &[],
+        )
+        .map_err(|e| format!("naming the relations: {}", pg(e)))?;
+    for row in rows {
+        let (db, file, name, catalog): (i64, i64, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let label = if catalog {
+            SYSTEM_CATALOGS.to_string()
+        } else {
+            format!("`{name}`")
+        };
+        labels.insert(
+            wal::RelFile {
+                db: db as u32,
+                file: file as u32,
+            },
+            label,
+        );
+    }
+    Ok(())
+}
+
+/// pg_waldump's records by relation label (see `relation_labels`), each by record type.
+fn by_relation(
+    listed: &[(Option<wal::RelFile>, wal::RecordStats)],
+    labels: &HashMap<wal::RelFile, String>,
+) -> Vec<(String, Vec<wal::RecordStats>)> {
+    let mut groups: Vec<(String, Vec<&wal::RecordStats>)> = Vec::new();
+    for (rel, record) in listed {
+        let label = match rel {
+            None => NO_RELATION.to_string(),
+            Some(rel) => labels
+                .get(rel)
+                .cloned()
+                .unwrap_or_else(|| OTHER_RELATIONS.to_string()),
+        };
+        match groups.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, records)) => records.push(record),
+            None => groups.push((label, vec![record])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(label, records)| (label, wal::merge_by_name(records)))
+        .collect()
+}
+
+/// (records, bytes, full-page image bytes) of a set of record stats.
+fn sums(records: &[wal::RecordStats]) -> (u64, u64, u64) {
+    records.iter().fold((0, 0, 0), |(n, b, f), r| {
+        (n + r.count, b + r.bytes(), f + r.fpi_bytes)
+    })
+}
+
+/// A cell of scenario 7's breakdowns: records · bytes per event, and the full-page images.
+fn wal_cell(count: u64, bytes: u64, fpi: u64, events: f64) -> String {
+    if count == 0 {
+        return "—".into();
+    }
+    let mut s = format!(
+        "{:.2} · {:.0} B",
+        count as f64 / events,
+        bytes as f64 / events
+    );
+    if fpi as f64 / events >= 0.5 {
+        let _ = write!(s, " (FPI {:.0} B)", fpi as f64 / events);
+    }
+    s
+}
+
+/// A difference cell: records · bytes per event, signed ("—" when it rounds to nothing).
+fn wal_diff_cell(count: i64, bytes: i64, events: f64) -> String {
+    if (count as f64 / events).abs() < 0.005 && (bytes as f64 / events).abs() < 0.5 {
+        return "—".into();
+    }
+    format!(
+        "{:+.2} · {:+.0} B",
+        count as f64 / events,
+        bytes as f64 / events
+    )
+}
+
 /// The WAL records of scenario 7's measures per event, largest first: a record type that
-/// makes at least 1 % of a measure's bytes gets a line, the others one line together.
+/// makes at least 1 % of a measure's bytes gets a line, the others one line together; the
+/// last column is the delivery part (delivered − queue).
 fn wal_breakdown(windows: &[WalWindow; 3], events: f64) -> String {
     let mut names: Vec<String> = Vec::new();
     for w in windows {
@@ -2820,66 +3010,49 @@ fn wal_breakdown(windows: &[WalWindow; 3], events: f64) -> String {
             .sum()
     };
     names.sort_by_key(|n| std::cmp::Reverse(weight(n)));
-    let cell = |count: u64, bytes: u64, fpi: u64| -> String {
-        if count == 0 {
-            return "—".into();
-        }
-        let mut s = format!(
-            "{:.2} · {:.0} B",
-            count as f64 / events,
-            bytes as f64 / events
-        );
-        if fpi as f64 / events >= 0.5 {
-            let _ = write!(s, " (FPI {:.0} B)", fpi as f64 / events);
-        }
-        s
+    let line = |picked: &dyn Fn(&WalWindow) -> Vec<wal::RecordStats>| -> String {
+        let cells: Vec<(u64, u64, u64)> = windows.iter().map(|w| sums(&picked(w))).collect();
+        let mut out: Vec<String> = cells
+            .iter()
+            .map(|&(n, b, f)| wal_cell(n, b, f, events))
+            .collect();
+        let (queue, delivered) = (cells[1], cells[2]);
+        out.push(wal_diff_cell(
+            delivered.0 as i64 - queue.0 as i64,
+            delivered.1 as i64 - queue.1 as i64,
+            events,
+        ));
+        out.join(" | ")
     };
     let mut s = format!(
         "What the WAL holds, per event ({} events; records · bytes, full-page images included; \
-         `pg_waldump --stats=record` over each measure's LSN range):\n\n\
-         | WAL record | plain INSERT | queue (row + queue) | delivery |\n|---|---:|---:|---:|\n",
+         `pg_waldump --stats=record` over each measure's LSN range). Plain and queue ran in the \
+         database the worker does not serve, delivered in the one it serves while it delivered:\n\n\
+         | WAL record | plain INSERT | queue (row + queue) | delivered (row + queue + delivery) | delivery part (delivered − queue) |\n|---|---:|---:|---:|---:|\n",
         thousands(events)
     );
     for name in &names {
-        let cells: Vec<String> = windows
-            .iter()
-            .map(|w| match find(w, name) {
-                Some(r) => cell(r.count, r.bytes(), r.fpi_bytes),
-                None => "—".into(),
-            })
-            .collect();
-        let _ = writeln!(s, "| `{name}` | {} |", cells.join(" | "));
+        let _ = writeln!(
+            s,
+            "| `{name}` | {} |",
+            line(&|w| find(w, name).into_iter().collect())
+        );
     }
-    let others: Vec<String> = windows
-        .iter()
-        .map(|w| {
-            let rest: Vec<&wal::RecordStats> = w
-                .records
+    let _ = writeln!(
+        s,
+        "| other record types | {} |",
+        line(&|w| {
+            w.records
                 .iter()
                 .filter(|r| !names.contains(&r.name))
-                .collect();
-            cell(
-                rest.iter().map(|r| r.count).sum(),
-                rest.iter().map(|r| r.bytes()).sum(),
-                rest.iter().map(|r| r.fpi_bytes).sum(),
-            )
+                .cloned()
+                .collect()
         })
-        .collect();
-    let _ = writeln!(s, "| other record types | {} |", others.join(" | "));
-    let totals: Vec<String> = windows
-        .iter()
-        .map(|w| {
-            cell(
-                w.records.iter().map(|r| r.count).sum(),
-                w.records.iter().map(wal::RecordStats::bytes).sum(),
-                w.records.iter().map(|r| r.fpi_bytes).sum(),
-            )
-        })
-        .collect();
+    );
     let _ = writeln!(
         s,
         "| **all records (pg_waldump)** | {} |",
-        totals.join(" | ")
+        line(&|w| w.records.clone())
     );
     let lsn: Vec<String> = windows
         .iter()
@@ -2887,9 +3060,103 @@ fn wal_breakdown(windows: &[WalWindow; 3], events: f64) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "| **LSN difference** (with alignment and page headers) | {} |",
-        lsn.join(" | ")
+        "| **LSN difference** (with alignment and page headers) | {} | {:+.0} B |",
+        lsn.join(" | "),
+        (windows[2].bytes - windows[1].bytes) / events
     );
+    s
+}
+
+/// Scenario 7's WAL by relation (the first block each record changes), per event: what the
+/// store, the attempts and the rest take of each measure and of the delivery part, and the
+/// delivery part's record types in each.
+fn relation_breakdown(windows: &[WalWindow; 3], events: f64) -> String {
+    let find = |w: &WalWindow, label: &str| -> Vec<wal::RecordStats> {
+        w.relations
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    };
+    let mut labels: Vec<String> = Vec::new();
+    for w in windows {
+        for (label, _) in &w.relations {
+            if !labels.contains(label) {
+                labels.push(label.clone());
+            }
+        }
+    }
+    let bytes_of = |w: &WalWindow, label: &str| sums(&find(w, label)).1;
+    labels
+        .sort_by_key(|l| std::cmp::Reverse(bytes_of(&windows[2], l).max(bytes_of(&windows[1], l))));
+    let delivery_total = sums(
+        &windows[2]
+            .relations
+            .iter()
+            .flat_map(|(_, r)| r.clone())
+            .collect::<Vec<_>>(),
+    )
+    .1 as i64
+        - sums(
+            &windows[1]
+                .relations
+                .iter()
+                .flat_map(|(_, r)| r.clone())
+                .collect::<Vec<_>>(),
+        )
+        .1 as i64;
+    let mut s = String::from(
+        "The same WAL by relation, per event (records · bytes; `pg_waldump`'s record listing, \
+         each record counted under the relation of its first block reference, a table with its \
+         indexes, TOAST and sequences; the share is of the delivery part's bytes):\n\n\
+         | relation | plain INSERT | queue (row + queue) | delivered (row + queue + delivery) | delivery part (delivered − queue), share | the delivery part's records |\n|---|---:|---:|---:|---:|---|\n"
+    );
+    for label in &labels {
+        let cells: Vec<(u64, u64, u64)> = windows.iter().map(|w| sums(&find(w, label))).collect();
+        let (queue, delivered) = (cells[1], cells[2]);
+        let diff_bytes = delivered.1 as i64 - queue.1 as i64;
+        let diff = wal_diff_cell(delivered.0 as i64 - queue.0 as i64, diff_bytes, events);
+        let share = if (diff_bytes as f64 / events).abs() >= 0.5 && delivery_total > 0 {
+            format!(
+                ", {:.0} %",
+                100.0 * diff_bytes as f64 / delivery_total as f64
+            )
+        } else {
+            String::new()
+        };
+        // The delivery part's record types in this relation (at least 1 B per event).
+        let (q, d) = (find(&windows[1], label), find(&windows[2], label));
+        let mut kinds: Vec<(String, i64, i64)> = Vec::new();
+        for r in q.iter().chain(d.iter()) {
+            if kinds.iter().any(|(n, _, _)| *n == r.name) {
+                continue;
+            }
+            let get = |set: &[wal::RecordStats]| {
+                set.iter()
+                    .find(|x| x.name == r.name)
+                    .map_or((0, 0), |x| (x.count as i64, x.bytes() as i64))
+            };
+            let ((qn, qb), (dn, db)) = (get(&q), get(&d));
+            kinds.push((r.name.clone(), dn - qn, db - qb));
+        }
+        kinds.retain(|(_, _, b)| (*b as f64 / events).abs() >= 1.0);
+        kinds.sort_by_key(|(_, _, b)| std::cmp::Reverse(*b));
+        let kinds = kinds
+            .iter()
+            .map(|(name, n, b)| format!("`{name}` {}", wal_diff_cell(*n, *b, events)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|&(n, b, f)| wal_cell(n, b, f, events))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {diff}{share} | {} |",
+            cells.join(" | "),
+            if kinds.is_empty() { "—" } else { &kinds }
+        );
+    }
     s
 }
 
@@ -2901,8 +3168,8 @@ struct Finished {
 }
 
 /// Times one of the worker's statements the way the worker runs it: prepared, under its
-/// session settings, with plan_cache_mode auto deciding after 5 runs whether to keep a
-/// generic plan.
+/// session settings (under plan_cache_mode auto the plan cache decides after 5 runs whether
+/// to keep a generic plan).
 struct StatementTimer {
     /// The worker's session settings as `set_config` calls.
     settings: String,
