@@ -212,7 +212,11 @@ unsafe extern "C-unwind" fn on_transaction_end(
             }
             set_worker_latch();
         }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+        // A prepared transaction wakes the worker when COMMIT PREPARED runs (the
+        // ProcessUtility hook above), in whatever session that is.
+        pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             WAKE_ON_COMMIT.store(false, Ordering::Relaxed);
             DUE_ON_COMMIT.store(false, Ordering::Relaxed);
         }

@@ -447,6 +447,8 @@ impl Worker {
                     match (claimed.due_seen, claimed.wrote_due || retries_recorded) {
                         // The worker made some due: look next round.
                         (_, true) => None,
+                        // Meant to look but had no room to take anything: look next time.
+                        (None, false) if plan.check_due => None,
                         // Not looked at: what it knew still holds.
                         (None, false) => self.due_quiet_until,
                         // Some are due (or in flight from there): look every round.
