@@ -832,6 +832,7 @@ impl RoundPlan {
             rooms: &mut rooms,
             left: self.free,
             taken: Vec::new(),
+            taken_ids: std::collections::HashSet::new(),
             parked: Vec::new(),
             cancelled: Vec::new(),
             orphans: Vec::new(),
@@ -921,7 +922,18 @@ impl RoundPlan {
         s.drop_orphans(client, &orphans)?;
         s.drop_stale_due(client, &stale_due)?;
 
-        let frontier = walk.frontier(self.lowest_unrecorded);
+        // Nothing durable says what this round takes from the walk: the saved frontier must
+        // stay below it until it is recorded (or a crash would leave it behind the walk).
+        let lowest_taken = taken
+            .iter()
+            .filter(|found| found.due_us.is_none())
+            .map(|found| found.delivery_id)
+            .min();
+        let lowest_unrecorded = [self.lowest_unrecorded, lowest_taken]
+            .into_iter()
+            .flatten()
+            .min();
+        let frontier = walk.frontier(lowest_unrecorded);
         let frontier_saved = if self.save_frontier && self.saved_frontier != Some(frontier) {
             s.save_frontier(client, frontier)?;
             Some(frontier)
@@ -968,6 +980,7 @@ struct Taking<'a> {
     rooms: &'a mut HashMap<i64, Room>,
     left: usize,
     taken: Vec<store::Found>,
+    taken_ids: std::collections::HashSet<i64>,
     parked: Vec<(i64, i64)>,
     cancelled: Vec<i64>,
     orphans: Vec<i64>,
@@ -992,6 +1005,7 @@ impl Taking<'_> {
             room.room = room.room.saturating_sub(1);
         }
         self.left = self.left.saturating_sub(1);
+        self.taken_ids.insert(found.delivery_id);
         self.taken.push(found);
     }
 
@@ -999,10 +1013,7 @@ impl Taking<'_> {
     fn decide(&mut self, found: store::Found, walking: bool) -> Found {
         if !found.deliverable
             || self.plan.in_flight.contains(&found.delivery_id)
-            || self
-                .taken
-                .iter()
-                .any(|t| t.delivery_id == found.delivery_id)
+            || self.taken_ids.contains(&found.delivery_id)
         {
             return Found::Skip;
         }

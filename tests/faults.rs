@@ -225,6 +225,11 @@ fn a_worker_killed_with_sigkill_is_restarted_and_what_it_had_in_flight_is_delive
         .unwrap()
         .get(0);
     assert_eq!(status, "delivering");
+    // Nothing durable says the worker has it: how far the worker says it has seen stays below
+    // it, and is on disk (the worker commits asynchronously) before the kill.
+    let id = query_i64(&mut db, "SELECT id FROM webhook_delivery");
+    db.batch_execute("CHECKPOINT").unwrap();
+    assert!(query_i64(&mut db, "SELECT frontier FROM webhook_delivery_frontier") < id);
 
     let killed = std::process::Command::new("kill")
         .args(["-9", &old_pid.to_string()])
