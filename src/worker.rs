@@ -1,6 +1,8 @@
 //! The background worker: wait for a commit (latch) or an HTTP result (socket), record
-//! outcomes, claim due deliveries and hand them to the HTTP pool. Only this thread calls
-//! Postgres; the pool's threads get plain requests and send back plain outcomes.
+//! outcomes, take new deliveries (the walk of the store, its gaps) and due ones, and hand
+//! them to the HTTP pool. Nothing durable marks what it takes: it is in flight in shared
+//! memory (in_flight) and in this process. Only this thread calls Postgres; the pool's
+//! threads get plain requests and send back plain outcomes.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
@@ -29,9 +31,9 @@ const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Under load, wait up to this long for up to this many results before recording them.
 const COALESCE_WAIT: Duration = Duration::from_millis(2);
 const COALESCE_BATCH: usize = 256;
-/// The shortest time between two rounds (record, claim): under a stream of small commits a
+/// The shortest time between two rounds (record, take): under a stream of small commits a
 /// round per commit would cost the worker a transaction per event, and take the CPU the
-/// application's own transactions need. A commit after a quiet spell is claimed at once.
+/// application's own transactions need. A commit after a quiet spell is taken at once.
 const ROUND_SPACING: Duration = Duration::from_millis(1);
 /// Under load (the last round handled at least BUSY_ROUND many deliveries) rounds are spaced
 /// wider: each costs the same few statements however many deliveries it handles, so fewer,
@@ -193,7 +195,7 @@ struct Worker {
     version_warned: bool,
 }
 
-/// One endpoint's recent attempts and claims.
+/// One endpoint's recent attempts and what it holds.
 #[derive(Default)]
 struct Endpoint {
     /// Taken and not recorded yet.
@@ -480,13 +482,15 @@ impl Worker {
             // again: at least once, never lost). Until then the saved frontier stays below
             // them.
             Ok(Err(e)) => {
-                self.fail_batch(&format!("recording {finished} outcomes and claiming: {e}"));
+                self.fail_batch(&format!(
+                    "recording {finished} outcomes and taking deliveries: {e}"
+                ));
                 self.park_after_failure(released, taken);
                 IDLE_INTERVAL
             }
             Err(e) => {
                 self.fail_batch(&format!(
-                    "recording {finished} outcomes and claiming: {}",
+                    "recording {finished} outcomes and taking deliveries: {}",
                     e.message
                 ));
                 self.park_after_failure(released, taken);

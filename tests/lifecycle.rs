@@ -77,7 +77,7 @@ fn without_preload_events_queue_and_status_says_no_worker() {
     assert_eq!(worker_pid(&mut db), None);
 }
 
-/// DROP EXTENSION while the worker is busy recording and claiming: the drop waits for the
+/// DROP EXTENSION while the worker is busy recording and taking deliveries: the drop waits for the
 /// worker's round (a few milliseconds) and never fails with a deadlock. Each cycle drops in
 /// the middle of a drain of a few thousand deliveries, when the worker runs rounds back to back.
 #[test]
@@ -111,10 +111,10 @@ fn drop_extension_in_the_middle_of_a_drain_waits_for_the_worker_instead_of_deadl
     assert!(!log.contains("deadlock detected"));
     // A round never runs against a half-dropped installation.
     assert!(
-        !log.contains("outcomes and claiming"),
+        !log.contains("outcomes and taking deliveries"),
         "a worker round failed: {}",
         log.lines()
-            .filter(|l| l.contains("outcomes and claiming"))
+            .filter(|l| l.contains("outcomes and taking deliveries"))
             .collect::<Vec<_>>()
             .join("\n")
     );
