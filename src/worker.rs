@@ -801,7 +801,7 @@ struct RoundPlan {
 }
 
 /// What the round does with one delivery it found.
-enum Found {
+enum Decision {
     Take(store::Found),
     /// Not this reader's to send (finished, in flight, a retry that is due elsewhere).
     Skip,
@@ -880,7 +880,7 @@ impl RoundPlan {
             walk.observe_snapshot(xmin, xmax);
             for found in s.recheck(client, &walk.gaps())? {
                 match taking.decide(found, false) {
-                    Found::Take(found) => taking.take(found),
+                    Decision::Take(found) => taking.take(found),
                     other => taking.apply(other),
                 }
             }
@@ -897,11 +897,11 @@ impl RoundPlan {
             for found in rows {
                 let id = found.delivery_id;
                 match taking.decide(found, true) {
-                    Found::Stop => {
+                    Decision::Stop => {
                         stopped = true;
                         break;
                     }
-                    Found::Take(found) => taking.take(found),
+                    Decision::Take(found) => taking.take(found),
                     other => taking.apply(other),
                 }
                 through = id;
@@ -1014,16 +1014,16 @@ impl Taking<'_> {
     }
 
     /// What to do with a delivery the walk (`walking`) or a look at its gaps found.
-    fn decide(&mut self, found: store::Found, walking: bool) -> Found {
+    fn decide(&mut self, found: store::Found, walking: bool) -> Decision {
         if !found.deliverable
             || self.plan.in_flight.contains(&found.delivery_id)
             || self.taken_ids.contains(&found.delivery_id)
         {
-            return Found::Skip;
+            return Decision::Skip;
         }
         match found.webhook_active {
-            None => return Found::Orphan(found.delivery_id),
-            Some(false) => return Found::Cancel(found.delivery_id),
+            None => return Decision::Orphan(found.delivery_id),
+            Some(false) => return Decision::Cancel(found.delivery_id),
             Some(true) => {}
         }
         let room = self.rooms.get(&found.webhook_id).copied();
@@ -1034,18 +1034,18 @@ impl Taking<'_> {
             walking,
             self.plan.walk_may_wait,
         ) {
-            Placement::Take => Found::Take(found),
-            Placement::Park => Found::Park(found.delivery_id, found.webhook_id),
-            Placement::Stop => Found::Stop,
+            Placement::Take => Decision::Take(found),
+            Placement::Park => Decision::Park(found.delivery_id, found.webhook_id),
+            Placement::Stop => Decision::Stop,
         }
     }
 
-    fn apply(&mut self, found: Found) {
-        match found {
-            Found::Park(id, webhook) => self.parked.push((id, webhook)),
-            Found::Cancel(id) => self.cancelled.push(id),
-            Found::Orphan(id) => self.orphans.push(id),
-            Found::Take(_) | Found::Skip | Found::Stop => {}
+    fn apply(&mut self, decision: Decision) {
+        match decision {
+            Decision::Park(id, webhook) => self.parked.push((id, webhook)),
+            Decision::Cancel(id) => self.cancelled.push(id),
+            Decision::Orphan(id) => self.orphans.push(id),
+            Decision::Take(_) | Decision::Skip | Decision::Stop => {}
         }
     }
 }

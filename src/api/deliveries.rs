@@ -215,38 +215,24 @@ fn webhook_ping(
 > {
     let _path = PinnedSearchPath::new();
     let statements = statements();
-    let row = Spi::connect(|client| {
-        let rows = client.select(
-            &format!(
-                "SELECT url, secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, \
-                        signature_header, headers::text \
-                   FROM {}.webhook WHERE id = $1",
-                pgrx::spi::quote_identifier(&statements.installation.schema)
-            ),
-            None,
-            &[id.into()],
-        )?;
-        let mut found = None;
-        for row in rows {
-            found = Some((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?,
-                row.get::<String>(4)?.unwrap_or_default(),
-                row.get::<String>(5)?.unwrap_or_else(|| "{}".into()),
-            ));
-        }
-        Ok::<_, pgrx::spi::Error>(found)
-    })
-    .unwrap_or_else(|error| {
-        raise(AttemptError::Statement {
-            function: "webhook_ping",
-            error,
+    // The same configuration the worker reads (sql/worker/webhooks.sql).
+    let webhook = Spi::connect(|client| statements.webhooks(client, &[id]))
+        .unwrap_or_else(|error| {
+            raise(AttemptError::Statement {
+                function: "webhook_ping",
+                error,
+            })
         })
-    });
-    let Some((url, secret, previous, signature_header, headers)) = row else {
-        raise(AttemptError::NoSuchWebhook(id));
-    };
+        .remove(&id)
+        .unwrap_or_else(|| raise(AttemptError::NoSuchWebhook(id)));
+    let store::WebhookConfig {
+        url,
+        secret,
+        previous_secret: previous,
+        signature_header,
+        headers_json: headers,
+        ..
+    } = webhook;
     let custom_headers =
         validate::headers_json(&headers, &signature_header).unwrap_or_else(|e| refuse(e));
     let previous: Vec<String> = previous.into_iter().collect();

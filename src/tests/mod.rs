@@ -471,15 +471,24 @@ mod tests {
     fn the_walk_finds_new_deliveries_and_their_outcome_is_a_hot_update_plus_one_attempt() {
         let webhook = create_webhook("https://example.com/walk", "{walk.*}");
         run("SELECT webhook_emit('walk.x', jsonb_build_object('n', g)) FROM generate_series(1, 3) g");
-        let first = one::<i64>("SELECT min(id) FROM webhook_delivery").unwrap();
+        // Other tests' transactions take ids from the same sequence meanwhile: these three
+        // are in order, not necessarily consecutive.
+        let ids: Vec<i64> = Spi::connect(|client| {
+            client
+                .select("SELECT id FROM webhook_delivery ORDER BY id", None, &[])
+                .unwrap()
+                .map(|row| row.get::<i64>(1).unwrap().unwrap())
+                .collect()
+        });
+        assert_eq!(ids.len(), 3);
         let claimed = Spi::connect_mut(|client| {
             let installation = crate::store::installation(client).unwrap().unwrap();
             let statements = crate::store::Statements::new(installation);
-            let found = statements.walk(client, first - 1, 2).unwrap();
+            let found = statements.walk(client, ids[0] - 1, 2).unwrap();
             // Two asked for, in id order, each deliverable, its webhook active.
             assert_eq!(
                 found.iter().map(|f| f.delivery_id).collect::<Vec<_>>(),
-                vec![first, first + 1]
+                ids[..2].to_vec()
             );
             assert!(found
                 .iter()
