@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::receiver::{find, header_value};
+use crate::receiver::find;
 
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
@@ -57,9 +57,27 @@ pub fn request_bytes(port: u16, path: &str, body: &str, n: u64) -> Vec<u8> {
 /// Reads one HTTP response (Content-Length or chunked body); returns its status.
 fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
     let mut len = 0;
-    let head_end = loop {
-        if let Some(end) = find(&buf[..len], b"\r\n\r\n") {
-            break end;
+    let (head_end, status, chunked, body_len) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(head_end)) => {
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                };
+                let chunked =
+                    header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
+                let body_len = header("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (head_end, response.code.unwrap_or(0), chunked, body_len);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
         if len == buf.len() {
             buf.resize(buf.len() * 2, 0);
@@ -70,20 +88,10 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
         }
         len += n;
     };
-    let head = &buf[..head_end];
-    let status = std::str::from_utf8(head.get(9..12).unwrap_or_default())
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chunked = header_value(head, b"transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
-    let body_len = header_value(head, b"content-length")
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut have = len - (head_end + 4);
+    let mut have = len - head_end;
     if chunked {
         // Bodies here are empty or tiny: read until the last-chunk marker.
-        let mut rest = buf[head_end + 4..len].to_vec();
+        let mut rest = buf[head_end..len].to_vec();
         while find(&rest, b"0\r\n\r\n").is_none() {
             let mut more = [0u8; 512];
             let n = stream.read(&mut more)?;

@@ -1,12 +1,11 @@
-//! A small HTTP/1.1 server on 127.0.0.1 for the tests of `http` and `pool`: each connection gets
-//! its own thread, so a test can script a receiver that is slow, silent or broken.
+//! The workspace's test HTTP server (`webhook_listen::Server`), shaped for the tests of `http`
+//! and `pool`: each connection gets its own thread, so a test can script a receiver that is
+//! slow, silent or broken.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
-use std::thread;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Receiver};
+
+use webhook_listen::{serve_requests, Next, Options, Server};
 
 /// One request as the server read it.
 #[derive(Debug, Clone)]
@@ -26,8 +25,7 @@ impl Received {
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    connections: Arc<AtomicUsize>,
+    server: Server,
     received: Receiver<Received>,
 }
 
@@ -41,7 +39,20 @@ impl TestServer {
     /// lets `respond` write whatever it likes.
     pub fn http(respond: impl Fn(&Received, &mut TcpStream) + Send + Sync + 'static) -> TestServer {
         let (sender, received) = mpsc::channel();
-        Self::start(move |stream| serve(stream, &sender, &respond), received)
+        Self::start(
+            move |mut stream| {
+                let _ = serve_requests(&mut stream, |request, stream| {
+                    let received = Received {
+                        head: String::from_utf8_lossy(request.head).into_owned(),
+                        body: request.body.to_vec(),
+                    };
+                    let _ = sender.send(received.clone());
+                    respond(&received, stream);
+                    Ok(Next::KeepAlive)
+                });
+            },
+            received,
+        )
     }
 
     /// Answers every request with the same bytes.
@@ -55,29 +66,11 @@ impl TestServer {
         handle: impl Fn(TcpStream) + Send + Sync + 'static,
         received: Receiver<Received>,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = Arc::new(handle);
-        let connections = Arc::new(AtomicUsize::new(0));
-        let stopping = Arc::clone(&stop);
-        let accepted = Arc::clone(&connections);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    let handle = Arc::clone(&handle);
-                    thread::spawn(move || handle(stream));
-                }
-            }
-        });
+        let server = Server::bind(0, Options::default(), move |stream, _| handle(stream))
+            .expect("bind 127.0.0.1:0");
         TestServer {
-            addr,
-            stop,
-            connections,
+            addr: server.addr(),
+            server,
             received,
         }
     }
@@ -88,60 +81,13 @@ impl TestServer {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
+        self.server.connections() as usize
     }
 
     /// The requests received so far.
     pub fn requests(&self) -> Vec<Received> {
         self.received.try_iter().collect()
     }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop so it sees `stop`
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    sender: &Sender<Received>,
-    respond: &dyn Fn(&Received, &mut TcpStream),
-) {
-    let Ok(reader) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(reader);
-    let mut stream = stream;
-    while let Some(request) = read_request(&mut reader) {
-        let _ = sender.send(request.clone());
-        respond(&request, &mut stream);
-    }
-}
-
-fn read_request(reader: &mut impl BufRead) -> Option<Received> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut request = Received {
-        head,
-        body: Vec::new(),
-    };
-    let length: usize = request
-        .header("content-length")
-        .map_or(0, |v| v.parse().unwrap());
-    request.body = vec![0; length];
-    reader.read_exact(&mut request.body).ok()?;
-    Some(request)
 }
 
 /// `HTTP/1.1 <status>` with a Content-Length and the given extra headers.

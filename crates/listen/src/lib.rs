@@ -3,6 +3,9 @@
 //! - [`Receiver`]: a real HTTP/1.1 server on 127.0.0.1 for end-to-end and fault tests. It
 //!   records every request and answers with a scripted [`Reply`], including broken ones
 //!   (hangs, trickles, endless bodies, malformed bytes).
+//! - [`Server`] and [`serve_requests`]: the accept loop and the request reader under
+//!   [`Receiver`], for servers that answer on their own terms (the benchmark's receiver,
+//!   the delivery core's unit tests). Request heads are parsed by `httparse`.
 //! - [`verify_hex`] / [`verify_standard`]: the signature checks a partner would run,
 //!   written from the wire format (docs/REFERENCE.md, "Wire format") and independent of the
 //!   sender's code.
@@ -28,12 +31,14 @@
 //! assert_eq!(rx.wait_for(1, Duration::from_secs(5))[0].body_str(), "{}");
 //! ```
 
+mod receiver;
 mod reply;
 mod request;
 mod server;
 mod verify;
 
+pub use receiver::Receiver;
 pub use reply::Reply;
-pub use request::RecordedRequest;
-pub use server::Receiver;
+pub use request::{serve_requests, Next, RecordedRequest, Request};
+pub use server::{Connection, Options, Server, Stop};
 pub use verify::{verify_hex, verify_standard};

@@ -1,28 +1,26 @@
-//! The receiver: an accept thread plus one thread per connection.
+//! The one test HTTP server of the workspace: an accept thread on 127.0.0.1 plus one thread
+//! per connection, each handed to a connection handler (usually [`serve_requests`]
+//! (crate::serve_requests) with a request handler). [`Receiver`](crate::Receiver), the
+//! benchmark's receiver and the delivery core's test server are built on it.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::reply::{After, Reply};
-use crate::request::{read_request, RecordedRequest};
-
-type Handler = dyn Fn(&RecordedRequest, usize) -> Reply + Send + Sync;
-
 /// Handlers run outside every lock, so poisoning can only follow a bug in this
-/// file; the data stays consistent either way, so carry on.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// crate; the data stays consistent either way, so carry on.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The stop signal: a flag whose waits wake as soon as it is set, so hanging and
-/// trickling replies end promptly when the receiver is dropped.
+/// trickling handlers end promptly when the server is dropped.
 #[derive(Default)]
-pub(crate) struct Stop {
+pub struct Stop {
     stopped: Mutex<bool>,
     changed: Condvar,
 }
@@ -33,12 +31,12 @@ impl Stop {
         self.changed.notify_all();
     }
 
-    pub(crate) fn is_set(&self) -> bool {
+    pub fn is_set(&self) -> bool {
         *lock(&self.stopped)
     }
 
-    /// Sleeps for `duration` unless stopped first; true if the receiver still runs.
-    pub(crate) fn sleep(&self, duration: Duration) -> bool {
+    /// Sleeps for `duration` unless stopped first; true if the server still runs.
+    pub fn sleep(&self, duration: Duration) -> bool {
         let stopped = lock(&self.stopped);
         let (stopped, _) = self
             .changed
@@ -47,7 +45,8 @@ impl Stop {
         !*stopped
     }
 
-    pub(crate) fn wait(&self) {
+    /// Waits until the server stops.
+    pub fn wait(&self) {
         let stopped = lock(&self.stopped);
         drop(
             self.changed
@@ -57,153 +56,97 @@ impl Stop {
     }
 }
 
-#[derive(Default)]
-struct Log {
-    requests: Vec<RecordedRequest>,
-    answered: usize,
+/// One accepted connection, as its handler sees it.
+pub struct Connection<'a> {
+    /// 0 for the first accepted connection, counting up.
+    pub id: u64,
+    /// Set when the server stops: long waits should use it.
+    pub stop: &'a Stop,
+}
+
+type ConnectionHandler = dyn Fn(TcpStream, Connection<'_>) + Send + Sync;
+
+/// How the server's threads are made.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Names the accept thread (`<name>-accept`) and the connection threads (`<name>-<id>`).
+    pub name: String,
+    /// Stack size of the connection threads; `None` for the platform's default.
+    pub stack_size: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: "test-http".into(),
+            stack_size: None,
+        }
+    }
 }
 
 struct Shared {
-    log: Mutex<Log>,
-    log_changed: Condvar,
     stop: Stop,
     accepted: AtomicU64,
-    /// Clones of the open sockets, so `Drop` can shut them and unblock their threads.
+    /// Clones of the open sockets, so `stop` can shut them and unblock their threads.
     open: Mutex<HashMap<u64, TcpStream>>,
-    handler: Box<Handler>,
+    handler: Box<ConnectionHandler>,
+    options: Options,
 }
 
-impl Shared {
-    fn record(&self, request: RecordedRequest) -> usize {
-        let mut log = lock(&self.log);
-        log.requests.push(request);
-        self.log_changed.notify_all();
-        log.requests.len() - 1
-    }
-
-    fn mark_answered(&self) {
-        lock(&self.log).answered += 1;
-        self.log_changed.notify_all();
-    }
-
-    fn wait_log<R>(
-        &self,
-        deadline: Duration,
-        pending: impl FnMut(&mut Log) -> bool,
-        read: impl FnOnce(&Log) -> R,
-    ) -> R {
-        let log = lock(&self.log);
-        let (log, _) = self
-            .log_changed
-            .wait_timeout_while(log, deadline, pending)
-            .unwrap_or_else(PoisonError::into_inner);
-        read(&log)
-    }
-}
-
-/// A recording HTTP/1.1 server on 127.0.0.1 that answers with scripted [`Reply`]s.
-/// Dropping it stops accepting, cuts open connections and closes the port.
-pub struct Receiver {
+/// An accept loop on 127.0.0.1. Stopping it (or dropping it) stops accepting, cuts open
+/// connections and closes the port.
+pub struct Server {
     shared: Arc<Shared>,
     addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
 }
 
-impl Receiver {
-    /// Starts on a free port. `handler` gets each request and its 0-based index
-    /// among all requests, and picks the reply.
-    ///
-    /// # Panics
-    /// If no port on 127.0.0.1 can be bound.
-    pub fn start<F>(handler: F) -> Receiver
+impl Server {
+    /// Listens on 127.0.0.1:`port` (0: a free one) and hands every accepted connection (with
+    /// Nagle off: small replies and trickled bytes leave at once) to `handler` on a thread of
+    /// its own.
+    pub fn bind<F>(port: u16, options: Options, handler: F) -> io::Result<Server>
     where
-        F: Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static,
-    {
-        Receiver::bind(0, handler).expect("bind 127.0.0.1:0")
-    }
-
-    /// Starts on 127.0.0.1:`port` (0 = a free one); like [`Receiver::start`] otherwise.
-    pub fn bind<F>(port: u16, handler: F) -> io::Result<Receiver>
-    where
-        F: Fn(&RecordedRequest, usize) -> Reply + Send + Sync + 'static,
+        F: Fn(TcpStream, Connection<'_>) + Send + Sync + 'static,
     {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            log: Mutex::default(),
-            log_changed: Condvar::new(),
             stop: Stop::default(),
             accepted: AtomicU64::new(0),
             open: Mutex::default(),
             handler: Box::new(handler),
+            options,
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
-                .name("webhook-listen-accept".into())
+                .name(format!("{}-accept", shared.options.name))
                 .spawn(move || accept_loop(&listener, &shared))?
         };
-        Ok(Receiver {
+        Ok(Server {
             shared,
             addr,
             acceptor: Some(acceptor),
         })
     }
 
-    /// Answers every request with a clone of `reply`.
-    pub fn always(reply: Reply) -> Receiver {
-        Receiver::start(move |_, _| reply.clone())
-    }
-
-    /// `http://127.0.0.1:<port>`, without a trailing slash.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    /// The requests recorded so far, in the order they were fully read.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.log).requests.clone()
-    }
-
-    pub fn count(&self) -> usize {
-        lock(&self.shared.log).requests.len()
-    }
-
-    /// Waits until at least `n` requests were recorded or `deadline` passed, then
-    /// returns the requests so far: assert on its length.
-    pub fn wait_for(&self, n: usize, deadline: Duration) -> Vec<RecordedRequest> {
-        self.shared.wait_log(
-            deadline,
-            |log| log.requests.len() < n,
-            |log| log.requests.clone(),
-        )
-    }
-
-    /// How many replies were finished (written, or abandoned on a write error or stop).
-    pub fn answered(&self) -> usize {
-        lock(&self.shared.log).answered
-    }
-
-    /// Waits until at least `n` replies were finished or `deadline` passed; returns
-    /// [`Receiver::answered`]. Unlike [`Receiver::wait_for`] this tells that the
-    /// client has had its answer.
-    pub fn wait_answered(&self, n: usize, deadline: Duration) -> usize {
-        self.shared
-            .wait_log(deadline, |log| log.answered < n, |log| log.answered)
-    }
-
-    /// Connections accepted so far: fewer than requests means keep-alive reuse.
+    /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
     }
-}
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
+    /// Stops accepting and shuts every open connection (their clients see the close at once,
+    /// and handlers waiting on [`Stop`] wake). Idempotent.
+    pub fn stop(&mut self) {
         self.shared.stop.set();
         for stream in lock(&self.shared.open).values() {
             let _ = stream.shutdown(Shutdown::Both);
@@ -218,6 +161,12 @@ impl Drop for Receiver {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     for stream in listener.incoming() {
         if shared.stop.is_set() {
@@ -229,13 +178,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             continue;
         };
         let id = shared.accepted.fetch_add(1, Ordering::SeqCst);
-        // Trickled bytes and small replies must leave at once, not wait on Nagle.
         let _ = stream.set_nodelay(true);
         let Ok(registered) = stream.try_clone() else {
             continue;
         };
         {
-            // Checked under the lock that Drop takes after setting the flag, so no
+            // Checked under the lock that `stop` takes after setting the flag, so no
             // socket escapes the shutdown.
             let mut open = lock(&shared.open);
             if shared.stop.is_set() {
@@ -244,15 +192,23 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             open.insert(id, registered);
         }
         let conn_shared = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name(format!("webhook-listen-conn-{id}"))
-            .spawn(move || {
-                let _registration = Registration {
-                    shared: &conn_shared,
+        let mut builder = thread::Builder::new().name(format!("{}-{id}", shared.options.name));
+        if let Some(size) = shared.options.stack_size {
+            builder = builder.stack_size(size);
+        }
+        let spawned = builder.spawn(move || {
+            let _registration = Registration {
+                shared: &conn_shared,
+                id,
+            };
+            (conn_shared.handler)(
+                stream,
+                Connection {
                     id,
-                };
-                let _ = serve(&conn_shared, stream, id);
-            });
+                    stop: &conn_shared.stop,
+                },
+            );
+        });
         if spawned.is_err() {
             lock(&shared.open).remove(&id);
         }
@@ -269,34 +225,5 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         lock(&self.shared.open).remove(&self.id);
-    }
-}
-
-/// Serves requests on one connection until either side closes it.
-fn serve(shared: &Shared, stream: TcpStream, id: u64) -> io::Result<()> {
-    let mut out = stream.try_clone()?;
-    let mut input = BufReader::new(stream);
-    loop {
-        let incoming = match read_request(&mut input, &mut out, id) {
-            Ok(Some(incoming)) => incoming,
-            Ok(None) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                out.write_all(
-                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        if shared.stop.is_set() {
-            return Ok(());
-        }
-        let index = shared.record(incoming.request.clone());
-        let reply = (shared.handler)(&incoming.request, index);
-        let after = reply.write(&mut out, &shared.stop, incoming.close);
-        shared.mark_answered();
-        if after? == After::Close {
-            return Ok(());
-        }
     }
 }
