@@ -1,79 +1,32 @@
 //! The processes the benchmark starts, each behind a guard that stops it on drop (also on
-//! error and on Ctrl-C): a PostgreSQL cluster run as the `postgres` OS user, and nginx.
+//! error and on Ctrl-C): a PostgreSQL cluster run as the `postgres` OS user (launched by
+//! `webhook_cluster`, as the end-to-end tests' are), and nginx.
 //!
 //! Which PostgreSQL: the one whose `pg_config` is in `WEBHOOK_EXT_PG_CONFIG` (`bench/run.sh
 //! --pg 18` sets it), default Debian's 15.
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
+use webhook_cluster::Init;
+pub use webhook_cluster::{free_port, postgres};
 
-use crate::util::{log, run, sleep, Result};
-
-/// The PostgreSQL installation the benchmark runs on, as its `pg_config` reports it.
-pub struct Postgres {
-    /// `pg_config --bindir`: initdb, pg_ctl, postgres, pgbench.
-    pub bin_dir: PathBuf,
-    /// `pg_config --pkglibdir`, where webhook_ext.so is installed.
-    pub pkglib_dir: PathBuf,
-}
-
-impl Postgres {
-    pub fn program(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
-    }
-}
-
-/// The PostgreSQL of `WEBHOOK_EXT_PG_CONFIG` (default Debian's 15).
-pub fn postgres() -> &'static Postgres {
-    static PG: OnceLock<Postgres> = OnceLock::new();
-    PG.get_or_init(|| {
-        let pg_config = std::env::var("WEBHOOK_EXT_PG_CONFIG")
-            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-        let ask = |flag: &str| -> PathBuf {
-            let out = Command::new(&pg_config)
-                .arg(flag)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {pg_config}: {e}"));
-            assert!(out.status.success(), "{pg_config} {flag} failed");
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        };
-        Postgres {
-            bin_dir: ask("--bindir"),
-            pkglib_dir: ask("--pkglibdir"),
-        }
-    })
-}
+use crate::util::{log, sleep, Result};
 
 /// Root of everything a run writes; `bench/run.sh` cleans up leftovers of killed runs here.
 pub const RUN_ROOT: &str = "/tmp/webhook_bench";
 
-pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-fn as_postgres(program: &str) -> Command {
-    let path = postgres().program(program);
-    if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(path);
-        c
-    } else {
-        Command::new(path)
-    }
-}
-
+/// The benchmark's cluster: the tests' launcher (`webhook_cluster`) with the data directory
+/// under the run directory, and the server log kept after the run.
 pub struct Cluster {
     pub dir: PathBuf,
     pub data: PathBuf,
     pub port: u16,
+    launched: webhook_cluster::Cluster,
     running: bool,
 }
 
@@ -86,32 +39,20 @@ impl Cluster {
             let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o777));
         }
         let data = dir.join("data");
-        let data_s = data.to_str().unwrap();
-        run(as_postgres("initdb").args([
-            "-D",
-            data_s,
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]))?;
-        let port = free_port()?;
-        let conf = format!(
-            "\n# --- webhook_ext benchmark ---\n\
-             listen_addresses = '127.0.0.1'\n\
-             port = {port}\n\
-             unix_socket_directories = '{}'\n\
-             {conf}\n",
-            dir.display()
-        );
-        append(&data.join("postgresql.conf"), &conf)?;
+        let launched = webhook_cluster::Cluster::init(
+            postgres(),
+            &Init {
+                data: &data,
+                socket_dir: &dir,
+                conf: &format!("# --- webhook_ext benchmark ---\n{conf}"),
+                no_sync: false,
+            },
+        )?;
         Ok(Cluster {
             dir,
             data,
-            port,
+            port: launched.port,
+            launched,
             running: false,
         })
     }
@@ -121,17 +62,9 @@ impl Cluster {
     }
 
     pub fn start(&mut self) -> Result<()> {
-        run(as_postgres("pg_ctl").args([
-            "-D",
-            self.data.to_str().unwrap(),
-            "-l",
-            self.log_path().to_str().unwrap(),
-            "-w",
-            "-t",
-            "120",
-            "start",
-        ]))
-        .map_err(|e| format!("{e}\n{}", self.log_tail(30)))?;
+        self.launched
+            .start(&self.log_path(), Duration::from_secs(120))
+            .map_err(|e| format!("{e}\n{}", self.log_tail(30)))?;
         self.running = true;
         Ok(())
     }
@@ -140,40 +73,23 @@ impl Cluster {
         if !self.running {
             return;
         }
-        let data = self.data.to_str().unwrap().to_string();
-        let fast = as_postgres("pg_ctl")
-            .args(["-D", &data, "-m", "fast", "-w", "-t", "60", "stop"])
-            .output();
-        if !matches!(fast, Ok(ref o) if o.status.success()) {
-            let _ = as_postgres("pg_ctl")
-                .args(["-D", &data, "-m", "immediate", "-w", "-t", "30", "stop"])
-                .output();
+        if self.launched.stop("fast", Duration::from_secs(60)).is_err() {
+            let _ = self.launched.stop("immediate", Duration::from_secs(30));
         }
         self.running = false;
     }
 
     /// Appends settings to postgresql.conf (takes effect on restart or reload).
     pub fn configure(&self, conf: &str) -> Result<()> {
-        append(&self.data.join("postgresql.conf"), &format!("\n{conf}\n"))
+        self.launched.configure(conf)
     }
 
     pub fn connect(&self, db: &str) -> Result<Client> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match Client::connect(
-                &format!(
-                    "host=127.0.0.1 port={} user=postgres dbname={db} connect_timeout=10 application_name=webhook-bench",
-                    self.port
-                ),
-                NoTls,
-            ) {
-                Ok(c) => return Ok(c),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(format!("cannot connect to {db}: {e}"))
-                }
-                Err(_) => sleep(Duration::from_millis(100))?,
-            }
-        }
+        self.launched.connect_within(
+            db,
+            "connect_timeout=10 application_name=webhook-bench",
+            Duration::from_secs(60),
+        )
     }
 
     /// The postmaster's pid (first line of postmaster.pid).
@@ -192,7 +108,8 @@ impl Cluster {
     /// `end` must be flushed.
     pub fn waldump_stats(&self, start: &str, end: &str) -> Result<String> {
         let wal = self.data.join("pg_wal");
-        let out = as_postgres("pg_waldump")
+        let out = postgres()
+            .as_postgres("pg_waldump")
             .args(["--path", wal.to_str().unwrap()])
             .args(["--start", start, "--end", end, "--stats=record"])
             .output()
@@ -213,7 +130,8 @@ impl Cluster {
     /// `end`, as `waldump_stats` runs it.
     pub fn waldump_listing(&self, start: &str, end: &str) -> Result<String> {
         let wal = self.data.join("pg_wal");
-        let out = as_postgres("pg_waldump")
+        let out = postgres()
+            .as_postgres("pg_waldump")
             .args(["--path", wal.to_str().unwrap()])
             .args(["--start", start, "--end", end])
             .output()
@@ -251,15 +169,6 @@ impl Drop for Cluster {
     }
 }
 
-fn append(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
-}
-
 /// nginx from Debian's packages, answering 200 with an empty body: the reference receiver
 /// our own is compared against. Killed (with its workers) on drop.
 pub struct Nginx {
@@ -280,7 +189,7 @@ impl Nginx {
         };
         let dir = run_dir.join("nginx");
         fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
-        let port = free_port()?;
+        let port = free_port();
         let conf = format!(
             "worker_processes {workers};\n\
              pid {dir}/nginx.pid;\n\

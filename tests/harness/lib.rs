@@ -1,80 +1,20 @@
 //! Test harness: a real PostgreSQL cluster with webhook_ext preloaded, started as the
-//! `postgres` OS user in a temporary directory, plus polling helpers. The extension must be
+//! `postgres` OS user in a temporary directory (by `webhook_cluster`, the launcher the
+//! benchmarks use too), plus polling helpers. The extension must be
 //! installed first (`cargo pgrx install`; `scripts/test.sh` does it).
 //!
 //! Which PostgreSQL: the one whose `pg_config` is in `WEBHOOK_EXT_PG_CONFIG` (default Debian's
 //! 15, `/usr/lib/postgresql/15/bin/pg_config`); its binaries and extension directory come from
 //! that `pg_config`. `scripts/test.sh --pg 17` sets it.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use postgres::Client;
+use webhook_cluster::Init;
+pub use webhook_cluster::{free_port, postgres, Postgres};
 pub use webhook_listen::{verify_hex, verify_standard, Receiver, RecordedRequest, Reply};
-
-/// The PostgreSQL the tests run against, as its `pg_config` reports it.
-pub struct Postgres {
-    pub pg_config: PathBuf,
-    /// `pg_config --bindir`: initdb, pg_ctl, pg_dump, ...
-    pub bin_dir: PathBuf,
-    /// `pg_config --sharedir`; extension control and SQL files live in `extension/` under it.
-    pub share_dir: PathBuf,
-    /// The major version, e.g. 17.
-    pub major: u32,
-}
-
-impl Postgres {
-    pub fn program(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
-    }
-
-    pub fn extension_dir(&self) -> PathBuf {
-        self.share_dir.join("extension")
-    }
-
-    /// What `pg_config` says about its installation.
-    pub fn from_pg_config(pg_config: &Path) -> Postgres {
-        let ask = |flag: &str| {
-            let out = Command::new(pg_config)
-                .arg(flag)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_config.display()));
-            assert!(
-                out.status.success(),
-                "{} {flag} failed",
-                pg_config.display()
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
-        // "PostgreSQL 17.11" -> 17
-        let version = ask("--version");
-        let major = version
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected pg_config --version: {version}"));
-        Postgres {
-            pg_config: pg_config.to_path_buf(),
-            bin_dir: PathBuf::from(ask("--bindir")),
-            share_dir: PathBuf::from(ask("--sharedir")),
-            major,
-        }
-    }
-}
-
-/// The PostgreSQL chosen by `WEBHOOK_EXT_PG_CONFIG` (default Debian's 15).
-pub fn postgres() -> &'static Postgres {
-    static PG: OnceLock<Postgres> = OnceLock::new();
-    PG.get_or_init(|| {
-        let pg_config = std::env::var("WEBHOOK_EXT_PG_CONFIG")
-            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-        Postgres::from_pg_config(Path::new(&pg_config))
-    })
-}
 
 /// A running cluster; stopped (and its directory removed) on drop.
 pub struct Cluster {
@@ -82,11 +22,11 @@ pub struct Cluster {
     pub port: u16,
     /// The installation it runs on.
     pub pg: &'static Postgres,
+    launched: webhook_cluster::Cluster,
 }
 
 /// Settings every test cluster gets; tests add their own.
 const BASE_CONF: &str = "
-listen_addresses = '127.0.0.1'
 shared_preload_libraries = 'webhook_ext'
 webhook.allowed_networks = '127.0.0.1/32'
 webhook.timeout = '2s'
@@ -98,28 +38,8 @@ log_line_prefix = '%m [%p] %b '
 max_connections = 50
 ";
 
-fn as_postgres(pg: &Postgres, program: &str, args: &[&str]) -> Output {
-    let path = pg.program(program);
-    let output = if unsafe { libc::geteuid() } == 0 {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&path)
-            .args(args)
-            .output()
-    } else {
-        Command::new(&path).args(args).output()
-    };
-    output.unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// A TCP port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// How long pg_ctl waits for a start or a stop.
+const PG_CTL_WAIT: Duration = Duration::from_secs(60);
 
 impl Cluster {
     /// initdb + start on the PostgreSQL of `WEBHOOK_EXT_PG_CONFIG`, with `extra_conf`
@@ -144,34 +64,22 @@ impl Cluster {
         chmod(&root, 0o777);
         let dir = root.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let dir_str = dir.to_str().unwrap().to_string();
-        let out = as_postgres(
+        let launched = webhook_cluster::Cluster::init(
             pg,
-            "initdb",
-            &[
-                "-D",
-                &dir_str,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = free_port();
-        let conf = format!(
-            "{BASE_CONF}\nport = {port}\nunix_socket_directories = '{dir_str}'\n{extra_conf}\n"
-        );
-        append(&dir.join("postgresql.conf"), &conf);
-        let cluster = Cluster { dir, port, pg };
+            &Init {
+                data: &dir,
+                socket_dir: &dir,
+                conf: &format!("{BASE_CONF}\n{extra_conf}\n"),
+                no_sync: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cluster = Cluster {
+            dir,
+            port: launched.port,
+            pg,
+            launched,
+        };
         cluster.pg_ctl_start();
         cluster
     }
@@ -181,66 +89,26 @@ impl Cluster {
     }
 
     pub fn pg_ctl_start(&self) {
-        let dir = self.dir.to_str().unwrap();
-        let log = self.log_path();
-        let out = as_postgres(
-            self.pg,
-            "pg_ctl",
-            &[
-                "-D",
-                dir,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(self.log_path()).unwrap_or_default()
-        );
+        if let Err(e) = self.launched.start(&self.log_path(), PG_CTL_WAIT) {
+            panic!("{e}\n{}", self.server_log());
+        }
     }
 
     /// `pg_ctl stop -m <mode>` (fast, immediate).
     pub fn pg_ctl_stop(&self, mode: &str) {
-        let dir = self.dir.to_str().unwrap();
-        let _ = as_postgres(
-            self.pg,
-            "pg_ctl",
-            &["-D", dir, "-m", mode, "-w", "-t", "60", "stop"],
-        );
+        let _ = self.launched.stop(mode, PG_CTL_WAIT);
     }
 
     pub fn connect_to(&self, database: &str) -> Client {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match Client::connect(
-                &format!(
-                    "host=127.0.0.1 port={} user=postgres dbname={database} connect_timeout=5",
-                    self.port
-                ),
-                postgres::NoTls,
-            ) {
-                Ok(client) => return client,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Err(e) => panic!("cannot connect to the test cluster: {e}"),
-            }
-        }
+        self.launched
+            .connect_within(database, "connect_timeout=5", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("the test cluster: {e}"))
     }
 
     /// A connection, or None while the cluster is down or restarting.
     pub fn try_connect(&self) -> Option<Client> {
         Client::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5",
-                self.port
-            ),
+            &self.launched.conninfo("postgres", "connect_timeout=5"),
             postgres::NoTls,
         )
         .ok()
@@ -288,12 +156,6 @@ fn install_archived_versions() {
                 .unwrap_or_else(|e| panic!("cannot install {}: {e}", destination.display()));
         }
     }
-}
-
-fn append(path: &Path, text: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn chmod(path: &Path, mode: u32) {
