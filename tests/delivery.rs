@@ -33,11 +33,7 @@ fn fixture(prefix: &str, url: &str, schedule: Option<&str>) -> Fixture {
         .unwrap();
     let webhook_id: i64 = row.get(0);
     if let Some(schedule) = schedule {
-        db.execute(
-            "UPDATE webhook SET retry_schedule = $1::text::interval[] WHERE id = $2",
-            &[&schedule, &webhook_id],
-        )
-        .unwrap();
+        set_retry_schedule(&mut db, webhook_id, schedule);
     }
     Fixture {
         db,
@@ -80,32 +76,8 @@ impl Fixture {
 
     /// The delivery's attempts in order.
     fn attempts(&mut self, delivery_id: i64) -> Vec<Attempt> {
-        self.db
-            .query(
-                "SELECT attempt, manual, response_status, error, extract(epoch FROM started_at)::float8 \
-                   FROM webhook_attempt WHERE delivery_id = $1 ORDER BY attempt",
-                &[&delivery_id],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| Attempt {
-                number: r.get(0),
-                manual: r.get(1),
-                response_status: r.get(2),
-                error: r.get(3),
-                started_at: r.get(4),
-            })
-            .collect()
+        attempts(&mut self.db, delivery_id)
     }
-}
-
-struct Attempt {
-    number: i32,
-    manual: bool,
-    response_status: Option<i32>,
-    error: Option<String>,
-    /// Unix seconds.
-    started_at: f64,
 }
 
 fn now_unix() -> i64 {
@@ -191,7 +163,7 @@ fn insert_reaches_the_receiver_signed_with_every_spec_header() {
     assert_eq!(attempts.len(), 1);
     assert_eq!(
         (
-            attempts[0].number,
+            attempts[0].attempt,
             attempts[0].manual,
             attempts[0].response_status
         ),

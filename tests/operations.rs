@@ -9,17 +9,6 @@ use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn emit(db: &mut Client, event: &str) -> i64 {
-    db.execute("SELECT webhook_emit($1, '{\"n\": 1}')", &[&event])
-        .unwrap();
-    db.query_one(
-        "SELECT max(id) FROM webhook_delivery WHERE event = $1",
-        &[&event],
-    )
-    .unwrap()
-    .get(0)
-}
-
 #[test]
 fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
     let cluster = Cluster::start("autodisable", "webhook.disable_after_failures = 3");
@@ -37,7 +26,7 @@ fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
 
     let mut failed = Vec::new();
     for _ in 0..3 {
-        let delivery = emit(&mut db, "pedido.criado");
+        let delivery = emit_one(&mut db, "pedido.criado");
         wait_for_status(&mut db, delivery, "failed", DEADLINE);
         failed.push(delivery);
     }
@@ -182,8 +171,8 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
         &[&slow],
     )
     .unwrap();
-    let finished = emit(&mut db, "ok.done");
-    let pending = emit(&mut db, "later.retry");
+    let finished = emit_one(&mut db, "ok.done");
+    let pending = emit_one(&mut db, "later.retry");
     wait_for_status(&mut db, finished, "succeeded", DEADLINE);
     wait_until("the pending delivery's first attempt", DEADLINE, || {
         let attempts: i32 = db
@@ -303,7 +292,7 @@ fn settings_change_on_reload_and_status_shows_what_the_worker_uses() {
         &[&failing.url()],
     )
     .unwrap();
-    let delivery = emit(&mut db, "sched.x");
+    let delivery = emit_one(&mut db, "sched.x");
     wait_for_status(&mut db, delivery, "failed", DEADLINE);
     let gap: f64 = db
         .query_one(
@@ -359,7 +348,7 @@ fn a_rotated_out_secret_is_forgotten_after_its_grace_period() {
             .get(0);
         previous.is_none().then_some(())
     });
-    let delivery = emit(&mut db, "rot.after");
+    let delivery = emit_one(&mut db, "rot.after");
     wait_for_status(&mut db, delivery, "succeeded", DEADLINE);
     let request = receiver.wait_for(1, DEADLINE).remove(0);
     let standard = request.header("webhook-signature").unwrap();
@@ -531,7 +520,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         )
         .unwrap();
     let (id, secret): (i64, String) = (row.get(0), row.get(1));
-    let delivery = emit(&mut db, "up.before");
+    let delivery = emit_one(&mut db, "up.before");
     // This worker does not touch a 0.1.0 schema: it says so and waits.
     let last_error = wait_until("the worker to ask for the update", DEADLINE, || {
         db.query_one("SELECT last_error FROM webhook_worker_status()", &[])
@@ -548,7 +537,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     // that was being delivered when the update came.
     db.batch_execute("ALTER EXTENSION webhook_ext UPDATE TO '0.3.0'")
         .unwrap();
-    let failed = emit(&mut db, "up.history");
+    let failed = emit_one(&mut db, "up.history");
     db.execute(
         "UPDATE webhook_delivery SET status = 'failed', attempts = 2, response_status = 500 WHERE id = $1",
         &[&failed],
@@ -560,7 +549,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         &[&failed, &id],
     )
     .unwrap();
-    let in_flight = emit(&mut db, "up.in_flight");
+    let in_flight = emit_one(&mut db, "up.in_flight");
     db.execute(
         "UPDATE webhook_delivery SET status = 'delivering', attempts = 1, \
                 lease_until = now() + interval '1 minute' WHERE id = $1",

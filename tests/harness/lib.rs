@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 pub use postgres::Client;
 use webhook_cluster::Init;
+
+mod webhooks;
 pub use webhook_cluster::{free_port, postgres, Postgres};
 pub use webhook_listen::{verify_hex, verify_standard, Receiver, RecordedRequest, Reply};
+pub use webhooks::*;
 
 /// A running cluster; stopped (and its directory removed) on drop.
 pub struct Cluster {
