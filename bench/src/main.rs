@@ -272,7 +272,7 @@ const METHOD: &str = "## Tools and method\n\n\
 - **Load client** (`bench/src/load.rs`): N keep-alive connections, each POSTing pre-built \
   requests back to back (the bodies the worker sent, replayed from `webhook_delivery`, with the \
   worker's header set and lengths), or one connection at a fixed rate recording round trips.\n\
-- **Scenario driver** (`bench/src/scenarios.rs`): the `postgres` 0.19 sync client, \
+- **Scenario driver** (`bench/src/scenarios/`, one file per scenario): the `postgres` 0.19 sync client, \
   `pgbench` (scenarios 3 and 7), `pg_waldump` (scenario 7), `/proc/<pid>/status` and `/proc/<pid>/task/*/stat` for memory and \
   CPU, `pg_stat_statements` and `perf record` for the profiling pass. Receivers, nginx and the \
   cluster sit behind guards that stop them on drop, error or Ctrl-C; `bench/run.sh` also \

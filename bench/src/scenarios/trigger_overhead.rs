@@ -1,0 +1,163 @@
+//! Scenario 3, trigger overhead: pgbench INSERTs with and without the trigger.
+
+use super::*;
+
+impl Bench {
+    pub(super) fn trigger_overhead(&mut self, sec: &mut Section) -> Result<()> {
+        let secs = self.sizes.s3_secs;
+        let clients = self.sizes.s3_clients;
+        sec.setup = format!(
+            "`pgbench -n -c {clients} -j 2 -T {secs}` running a one-row INSERT into `cliente` \
+             (6 columns). Without the trigger vs with `AFTER INSERT OR UPDATE OR DELETE ... \
+             webhook_trigger('cliente')` and one subscriber to `cliente.*` on our receiver (the \
+             worker delivers while pgbench runs, on the same 2 cores). Runs alternate \
+             (plain, trigger, plain, trigger; median of each); before each run the queue is \
+             drained, `cliente` truncated and a CHECKPOINT taken. Diagnostic rows: the trigger \
+             with no matching subscriber (the trigger function alone), and trigger + subscriber \
+             in a second database the worker does not serve (queueing without concurrent \
+             delivery). Secondary rows: fsync = off (reloaded for those runs only)."
+        );
+        self.reset_queue()?;
+        let mut db = self.db()?;
+        let hook = self.create_webhook(&mut db, &self.recv.url("/cliente"), "{cliente.*}")?;
+        let script = self.insert_script()?;
+        let prepare = |b: &Bench, db: &mut Client| -> Result<()> {
+            b.wait_no_pending(db, Duration::from_secs(300))?;
+            db.batch_execute("TRUNCATE cliente; CHECKPOINT;")
+                .map_err(pg)
+        };
+        let set_trigger = |db: &mut Client, on: bool| -> Result<()> {
+            db.batch_execute(if on {
+                CLIENTE_TRIGGER
+            } else {
+                "DROP TRIGGER IF EXISTS cliente_webhook ON cliente"
+            })
+            .map_err(pg)
+        };
+        let run_pair =
+            |b: &Bench, db: &mut Client, rounds: usize| -> Result<(Vec<f64>, Vec<f64>)> {
+                let (mut plain, mut trig) = (Vec::new(), Vec::new());
+                for _ in 0..rounds {
+                    set_trigger(db, false)?;
+                    prepare(b, db)?;
+                    plain.push(b.pgbench(&script, secs)?);
+                    log(format!(
+                        "S3: without trigger {:.0} tps",
+                        plain.last().unwrap()
+                    ));
+                    set_trigger(db, true)?;
+                    prepare(b, db)?;
+                    trig.push(b.pgbench(&script, secs)?);
+                    log(format!("S3: with trigger {:.0} tps", trig.last().unwrap()));
+                }
+                set_trigger(db, false)?;
+                Ok((plain, trig))
+            };
+        let (plain, trig) = run_pair(self, &mut db, 2)?;
+        let delivered: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_delivery_store WHERE status = 'succeeded'",
+                &[],
+            )
+            .map_err(pg)?
+            .get(0);
+        // The trigger with nobody subscribed: what the trigger function alone costs.
+        db.query_one(
+            "SELECT id FROM webhook_update($1, events => '{nobody.*}')",
+            &[&hook],
+        )
+        .map_err(pg)?;
+        set_trigger(&mut db, true)?;
+        prepare(self, &mut db)?;
+        let nosub = self.pgbench(&script, secs)?;
+        set_trigger(&mut db, false)?;
+        db.query_one(
+            "SELECT id FROM webhook_update($1, events => '{cliente.*}')",
+            &[&hook],
+        )
+        .map_err(pg)?;
+
+        // The same trigger and subscriber with the worker out of the picture: a database it
+        // does not serve (it serves `postgres`), so nothing is delivered during the run.
+        log("S3: trigger + subscriber in a database the worker does not serve");
+        db.batch_execute("DROP DATABASE IF EXISTS bench_idle")
+            .map_err(pg)?;
+        db.batch_execute("CREATE DATABASE bench_idle").map_err(pg)?;
+        let (idle_plain, idle_trig) = {
+            let mut idle = self.cluster.connect("bench_idle")?;
+            idle.batch_execute("CREATE EXTENSION webhook_ext")
+                .map_err(pg)?;
+            idle.batch_execute(CLIENTE_DDL).map_err(pg)?;
+            self.create_webhook(&mut idle, &self.recv.url("/idle"), "{cliente.*}")?;
+            idle.batch_execute("CHECKPOINT").map_err(pg)?;
+            let plain = self.pgbench_on(&script, secs, "bench_idle")?;
+            idle.batch_execute(CLIENTE_TRIGGER).map_err(pg)?;
+            idle.batch_execute("TRUNCATE cliente; CHECKPOINT")
+                .map_err(pg)?;
+            let trig = self.pgbench_on(&script, secs, "bench_idle")?;
+            (plain, trig)
+        };
+        db.batch_execute("DROP DATABASE bench_idle").map_err(pg)?;
+
+        let (p, t) = (median(&plain), median(&trig));
+        sec.rows.push(
+            Row::compared(
+                "INSERT/s with trigger + 1 subscriber",
+                thousands(t),
+                format!("{} without trigger", thousands(p)),
+                pct(t, p),
+            )
+            .target("≥ 70 %", t >= 0.70 * p),
+        );
+        sec.rows.push(Row::compared(
+            "INSERT/s with trigger, no matching subscriber",
+            thousands(nosub),
+            format!("{} without trigger", thousands(p)),
+            pct(nosub, p),
+        ));
+        sec.rows.push(
+            Row::compared(
+                "INSERT/s with trigger + 1 subscriber, nothing delivered during the run (database the worker does not serve)",
+                thousands(idle_trig),
+                format!("{} without trigger (same database)", thousands(idle_plain)),
+                pct(idle_trig, idle_plain),
+            )
+            .target("≥ 80 %", idle_trig >= 0.80 * idle_plain),
+        );
+        sec.rows.push(Row::info(
+            "individual runs (tps): without / with",
+            format!(
+                "{} / {}",
+                plain
+                    .iter()
+                    .map(|x| thousands(*x))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                trig.iter()
+                    .map(|x| thousands(*x))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+        sec.rows.push(Row::info(
+            "deliveries made for the trigger runs (all succeeded)",
+            thousands(delivered as f64),
+        ));
+
+        // Secondary: fsync = off.
+        self.set_conf(&mut db, "fsync", Some("off"))?;
+        let result = run_pair(self, &mut db, 1);
+        self.set_conf(&mut db, "fsync", None)?;
+        let (plain_off, trig_off) = result?;
+        let (p, t) = (median(&plain_off), median(&trig_off));
+        sec.rows.push(Row::compared(
+            "secondary, fsync = off: INSERT/s with trigger + 1 subscriber",
+            thousands(t),
+            format!("{} without trigger", thousands(p)),
+            pct(t, p),
+        ));
+        self.wait_no_pending(&mut db, Duration::from_secs(300))?;
+        db.batch_execute("TRUNCATE cliente").map_err(pg)?;
+        self.reset_queue()
+    }
+}
