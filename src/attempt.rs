@@ -1,9 +1,12 @@
 //! One attempt of a claimed delivery, from both ends: the signed request to send, and what
-//! its outcome makes of the delivery. Shared by the worker and `webhook_retry`.
+//! its outcome makes of the delivery. Shared by the worker and `webhook_retry`. Also the
+//! probe (a signed `webhook.ping` sent now, recorded nowhere) of `webhook_ping` and
+//! `webhook_create(verify => true)`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use webhook_delivery::http::{Outcome, OutcomeKind, Request};
+use pgrx::pg_sys;
+use webhook_delivery::http::{Client, Outcome, OutcomeKind, Request};
 use webhook_delivery::schedule::{self, Verdict};
 use webhook_delivery::validate;
 use webhook_delivery::wire::{self, OwnedMessage};
@@ -126,4 +129,43 @@ pub fn record_for(
         from_due: claimed.from_due,
     };
     (recorded, disable)
+}
+
+const PING_BODY: &str = r#"{"test":true}"#;
+
+/// Send a signed `{"test":true}` (event `webhook.ping`) and report what the endpoint did.
+pub fn probe(
+    client: &Client,
+    webhook_id: i64,
+    url: &str,
+    secret: &str,
+    previous_secrets: &[String],
+    signature_header: &str,
+    custom_headers: &[(String, String)],
+) -> (SystemTime, Outcome) {
+    let started_at = SystemTime::now();
+    let event_id = pgrx::Uuid::from_bytes(random_uuid_bytes()).to_string();
+    let message = wire::Message {
+        webhook_id,
+        delivery_id: 0,
+        event_id: &event_id,
+        event: "webhook.ping",
+        body: PING_BODY,
+        secret,
+        previous_secrets,
+        signature_header,
+        custom_headers,
+    };
+    let request = Request {
+        url: url.to_string(),
+        headers: wire::headers(&message, unix_seconds(started_at), &user_agent()),
+        body: PING_BODY.to_string(),
+    };
+    (started_at, client.send(&request))
+}
+
+fn random_uuid_bytes() -> [u8; 16] {
+    // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
+    let uuid = unsafe { pgrx::direct_function_call::<pgrx::Uuid>(pg_sys::gen_random_uuid, &[]) };
+    uuid.map(|u| *u.as_bytes()).unwrap_or_default()
 }

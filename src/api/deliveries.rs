@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use webhook_delivery::http::{Client, Outcome, Request};
-use webhook_delivery::{validate, wire};
+use webhook_delivery::http::Client;
+use webhook_delivery::validate;
 
 use super::refuse;
 use crate::attempt;
@@ -15,8 +15,6 @@ use crate::in_flight;
 use crate::pinned::PinnedSearchPath;
 use crate::settings;
 use crate::store::{self, Statements};
-
-const PING_BODY: &str = r#"{"test":true}"#;
 
 /// Why a manual attempt (`webhook_retry`) or a ping is refused, each with its SQLSTATE.
 #[derive(Debug)]
@@ -155,47 +153,6 @@ fn webhook_deliver_now(delivery_id: i64) {
     });
 }
 
-/// Send a signed `{"test":true}` (event `webhook.ping`) and report what the endpoint did.
-pub fn probe(
-    client: &Client,
-    webhook_id: i64,
-    url: &str,
-    secret: &str,
-    previous_secrets: &[String],
-    signature_header: &str,
-    custom_headers: &[(String, String)],
-) -> (SystemTime, Outcome) {
-    let started_at = SystemTime::now();
-    let event_id = pgrx::Uuid::from_bytes(random_uuid_bytes()).to_string();
-    let message = wire::Message {
-        webhook_id,
-        delivery_id: 0,
-        event_id: &event_id,
-        event: "webhook.ping",
-        body: PING_BODY,
-        secret,
-        previous_secrets,
-        signature_header,
-        custom_headers,
-    };
-    let request = Request {
-        url: url.to_string(),
-        headers: wire::headers(
-            &message,
-            attempt::unix_seconds(started_at),
-            &attempt::user_agent(),
-        ),
-        body: PING_BODY.to_string(),
-    };
-    (started_at, client.send(&request))
-}
-
-fn random_uuid_bytes() -> [u8; 16] {
-    // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
-    let uuid = unsafe { pgrx::direct_function_call::<pgrx::Uuid>(pg_sys::gen_random_uuid, &[]) };
-    uuid.map(|u| *u.as_bytes()).unwrap_or_default()
-}
-
 /// A signed test request to a webhook now; nothing is recorded.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
@@ -237,7 +194,7 @@ fn webhook_ping(
         validate::headers_json(&headers, &signature_header).unwrap_or_else(|e| refuse(e));
     let previous: Vec<String> = previous.into_iter().collect();
     let client = Client::new(settings::limits(), settings::network_policy());
-    let (started_at, outcome) = probe(
+    let (started_at, outcome) = attempt::probe(
         &client,
         id,
         &url,

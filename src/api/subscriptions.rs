@@ -6,7 +6,7 @@ use webhook_delivery::http::Client;
 use webhook_delivery::{signing, validate};
 
 use super::{refuse, refuse_null};
-use crate::api::deliveries::probe;
+use crate::attempt::probe;
 use crate::settings;
 
 /// Raises 22023 naming the first invalid field; returns nothing when all are valid.
