@@ -547,9 +547,8 @@ fn secret_rotation_signs_with_both_secrets_during_grace() {
 fn receivers_that_hang_keep_one_thread_each_and_leave_the_rest_to_a_fast_one() {
     // 8 threads, half of them per endpoint at most, an eighth (1) once an endpoint's attempts
     // take about the timeout: two hanging receivers would otherwise hold all eight.
-    let cluster = Cluster::start("hangcap", "webhook.concurrency = 8\nwebhook.timeout = '1s'");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) =
+        Cluster::start_installed("hangcap", "webhook.concurrency = 8\nwebhook.timeout = '1s'");
     let hanging = [Receiver::always(Reply::Hang), Receiver::always(Reply::Hang)];
     let fast = Receiver::always(Reply::ok());
     let mut hanging_ids = Vec::new();
@@ -569,8 +568,7 @@ fn receivers_that_hang_keep_one_thread_each_and_leave_the_rest_to_a_fast_one() {
         .unwrap();
         hanging_ids.push(id);
     }
-    db.execute("SELECT webhook_create($1, 'k', '{fast.*}')", &[&fast.url()])
-        .unwrap();
+    create_webhook(&mut db, &fast.url(), Some("k"), "fast.*");
 
     // Once each hanging endpoint has had three rounds of attempts time out...
     for id in &hanging_ids {
@@ -620,15 +618,11 @@ fn receivers_that_hang_keep_one_thread_each_and_leave_the_rest_to_a_fast_one() {
 fn an_endpoint_that_was_fast_and_starts_hanging_does_not_hold_the_others_back() {
     // The walk waits for a fast endpoint that is full rather than park its backlog, but not
     // for long: one that starts to hang still looks fast until its attempts time out.
-    let cluster = Cluster::start("fastthenhang", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) = Cluster::start_installed("fastthenhang", "");
     let flaky = Receiver::start(|_, index| if index < 50 { Reply::ok() } else { Reply::Hang });
     let other = Receiver::always(Reply::ok());
-    db.execute("SELECT webhook_create($1, 'k', '{a.*}')", &[&flaky.url()])
-        .unwrap();
-    db.execute("SELECT webhook_create($1, 'k', '{b.*}')", &[&other.url()])
-        .unwrap();
+    create_webhook(&mut db, &flaky.url(), Some("k"), "a.*");
+    create_webhook(&mut db, &other.url(), Some("k"), "b.*");
     db.execute(
         "SELECT webhook_emit('a.warm', '{}') FROM generate_series(1, 50)",
         &[],

@@ -52,9 +52,7 @@ fn wait_queue_drained(cluster: &Cluster) {
 
 #[test]
 fn committed_events_survive_an_immediate_stop_at_a_random_moment() {
-    let cluster = Cluster::start("crash", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("crash", "");
     let receiver = Receiver::always(Reply::ok());
     carga(&mut db, &receiver.url());
 
@@ -211,9 +209,7 @@ fn a_crash_after_the_receiver_answered_redelivers_the_same_event() {
 
 #[test]
 fn a_worker_killed_with_sigkill_is_restarted_and_what_it_had_in_flight_is_delivered() {
-    let cluster = Cluster::start("sigkill", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("sigkill", "");
     // The first attempt hangs (in flight when the worker dies); later ones succeed.
     let receiver = Receiver::start(|_, index| if index == 0 { Reply::Hang } else { Reply::ok() });
     carga(&mut db, &receiver.url());
@@ -258,9 +254,7 @@ fn a_worker_killed_with_sigkill_is_restarted_and_what_it_had_in_flight_is_delive
 
 #[test]
 fn an_error_inside_the_worker_ends_one_batch_not_the_worker() {
-    let cluster = Cluster::start("batcherror", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("batcherror", "");
     let pid = wait_until("the worker", DEADLINE, || worker_pid(&mut db));
     // Make recording an attempt answered with 299 fail inside the worker's transaction.
     db.batch_execute(
@@ -268,8 +262,7 @@ fn an_error_inside_the_worker_ends_one_batch_not_the_worker() {
     )
     .unwrap();
     let odd = Receiver::always(Reply::status(299));
-    db.execute("SELECT webhook_create($1, 'k', '{odd.*}')", &[&odd.url()])
-        .unwrap();
+    create_webhook(&mut db, &odd.url(), Some("k"), "odd.*");
     db.execute("SELECT webhook_emit('odd.event', '{}')", &[])
         .unwrap();
     let last_error = wait_until("the worker to report the failed batch", DEADLINE, || {
@@ -281,8 +274,7 @@ fn an_error_inside_the_worker_ends_one_batch_not_the_worker() {
 
     // Same worker, still delivering.
     let fine = Receiver::always(Reply::ok());
-    db.execute("SELECT webhook_create($1, 'k', '{fine.*}')", &[&fine.url()])
-        .unwrap();
+    create_webhook(&mut db, &fine.url(), Some("k"), "fine.*");
     db.execute("SELECT webhook_emit('fine.event', '{}')", &[])
         .unwrap();
     assert_eq!(fine.wait_for(1, DEADLINE).len(), 1);
@@ -292,12 +284,9 @@ fn an_error_inside_the_worker_ends_one_batch_not_the_worker() {
 
 #[test]
 fn drop_extension_with_attempts_in_flight_neither_hangs_nor_crashes() {
-    let cluster = Cluster::start("dropext", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("dropext", "");
     let hanging = Receiver::always(Reply::Hang);
-    db.execute("SELECT webhook_create($1, 'k', '{a.*}')", &[&hanging.url()])
-        .unwrap();
+    create_webhook(&mut db, &hanging.url(), Some("k"), "a.*");
     for _ in 0..5 {
         db.execute("SELECT webhook_emit('a.b', '{}')", &[]).unwrap();
     }
@@ -309,8 +298,7 @@ fn drop_extension_with_attempts_in_flight_neither_hangs_nor_crashes() {
 
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
     let fine = Receiver::always(Reply::ok());
-    db.execute("SELECT webhook_create($1, 'k', '{b.*}')", &[&fine.url()])
-        .unwrap();
+    create_webhook(&mut db, &fine.url(), Some("k"), "b.*");
     db.execute("SELECT webhook_emit('b.c', '{}')", &[]).unwrap();
     let got = fine.wait_for(1, DEADLINE);
     assert_eq!(got.len(), 1);

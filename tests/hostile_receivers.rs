@@ -307,9 +307,7 @@ fn worker_rss_kb(pid: i32) -> i64 {
 
 #[test]
 fn worker_memory_stays_flat_under_huge_and_endless_bodies() {
-    let cluster = Cluster::start("memory", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) = Cluster::start_installed("memory", "");
     // Warm up (HTTP pool, saved plans) before the first measure.
     let ok = Receiver::always(Reply::ok());
     let warm = hook(&mut db, &ok.url(), None, None);

@@ -25,15 +25,9 @@ fn frontier(db: &mut Client) -> i64 {
 
 #[test]
 fn a_transaction_that_commits_after_later_ones_is_still_delivered() {
-    let cluster = Cluster::start("late", "max_prepared_transactions = 4");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("late", "max_prepared_transactions = 4");
     let receiver = Receiver::always(Reply::ok());
-    db.execute(
-        "SELECT webhook_create($1, 'k', '{late.*}')",
-        &[&receiver.url()],
-    )
-    .unwrap();
+    create_webhook(&mut db, &receiver.url(), Some("k"), "late.*");
 
     // An open transaction, a prepared one and a rolled-back one each take an id first.
     let mut open = cluster.connect();
@@ -84,15 +78,9 @@ fn a_transaction_that_commits_after_later_ones_is_still_delivered() {
 
 #[test]
 fn a_prepared_transaction_older_than_a_crash_of_the_worker_is_still_delivered() {
-    let cluster = Cluster::start("latecrash", "max_prepared_transactions = 4");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("latecrash", "max_prepared_transactions = 4");
     let receiver = Receiver::always(Reply::ok());
-    db.execute(
-        "SELECT webhook_create($1, 'k', '{late.*}')",
-        &[&receiver.url()],
-    )
-    .unwrap();
+    create_webhook(&mut db, &receiver.url(), Some("k"), "late.*");
     for _ in 0..3 {
         db.execute("SELECT webhook_emit('late.before', '{}')", &[])
             .unwrap();

@@ -52,9 +52,7 @@ fn worker_waits_for_the_extension_and_follows_drop_and_create_in_any_schema() {
 
 #[test]
 fn without_preload_events_queue_and_status_says_no_worker() {
-    let cluster = Cluster::start("nopreload", "shared_preload_libraries = ''");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) = Cluster::start_installed("nopreload", "shared_preload_libraries = ''");
     db.execute(
         "SELECT webhook_create('https://example.com/hook', 'k')",
         &[],

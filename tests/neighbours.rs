@@ -313,9 +313,7 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
 #[test]
 fn an_event_committed_by_commit_prepared_reaches_the_receiver_at_once() {
     let _serial = one_at_a_time();
-    let cluster = Cluster::start("prepared", "max_prepared_transactions = 10");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("prepared", "max_prepared_transactions = 10");
     let receiver = Receiver::always(Reply::ok());
     db.execute(
         "SELECT webhook_create($1, 'k', '{prepared.*,normal.*}')",
@@ -483,16 +481,10 @@ fn drain_rate(db: &mut Client, receiver: &Receiver, event: &str, count: usize) -
 #[test]
 fn a_fast_endpoint_keeps_its_pace_next_to_a_hundred_that_hang() {
     let _serial = one_at_a_time();
-    let cluster = Cluster::start("hundred", "webhook.timeout = '3s'");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) = Cluster::start_installed("hundred", "webhook.timeout = '3s'");
     let fast = Receiver::always(Reply::ok());
     let hanging = Receiver::always(Reply::Hang);
-    db.execute(
-        "SELECT webhook_create($1, 'k', '{rapido.*}')",
-        &[&fast.url()],
-    )
-    .unwrap();
+    create_webhook(&mut db, &fast.url(), Some("k"), "rapido.*");
     db.execute(
         "SELECT webhook_create($1, 'k', ARRAY['morto' || g || '.*']) FROM generate_series(1, 100) g",
         &[&hanging.url()],

@@ -11,17 +11,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 #[test]
 fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
-    let cluster = Cluster::start("autodisable", "webhook.disable_after_failures = 3");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) =
+        Cluster::start_installed("autodisable", "webhook.disable_after_failures = 3");
     let (receiver, healthy) = recovering_receiver(503);
-    let id: i64 = db
-        .query_one(
-            "SELECT id FROM webhook_create($1, 'k', '{pedido.*}')",
-            &[&receiver.url()],
-        )
-        .unwrap()
-        .get(0);
+    let id: i64 = create_webhook(&mut db, &receiver.url(), Some("k"), "pedido.*");
     one_attempt_only(&mut db, id);
 
     let mut failed = Vec::new();
@@ -151,20 +144,11 @@ fn consecutive_failures_disable_a_webhook_which_can_be_enabled_and_replayed() {
 
 #[test]
 fn retention_purges_finished_deliveries_but_never_pending_ones() {
-    let cluster = Cluster::start("retention", "webhook.retention = '1s'");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) = Cluster::start_installed("retention", "webhook.retention = '1s'");
     let ok = Receiver::always(Reply::ok());
     let failing = Receiver::always(Reply::status(500));
-    db.execute("SELECT webhook_create($1, 'k', '{ok.*}')", &[&ok.url()])
-        .unwrap();
-    let slow: i64 = db
-        .query_one(
-            "SELECT id FROM webhook_create($1, 'k', '{later.*}')",
-            &[&failing.url()],
-        )
-        .unwrap()
-        .get(0);
+    create_webhook(&mut db, &ok.url(), Some("k"), "ok.*");
+    let slow: i64 = create_webhook(&mut db, &failing.url(), Some("k"), "later.*");
     // After one failure the next attempt is a week away: pending all along.
     db.execute(
         "UPDATE webhook SET retry_schedule = '{0s,7 days}' WHERE id = $1",
@@ -256,9 +240,7 @@ fn retention_purges_finished_deliveries_but_never_pending_ones() {
 
 #[test]
 fn settings_change_on_reload_and_status_shows_what_the_worker_uses() {
-    let cluster = Cluster::start("reload", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("reload", "");
     let settings = |db: &mut Client| -> serde_json::Value {
         let text: Option<String> = db
             .query_one("SELECT settings::text FROM webhook_worker_status()", &[])
@@ -287,11 +269,7 @@ fn settings_change_on_reload_and_status_shows_what_the_worker_uses() {
 
     // The reloaded schedule is the one used: two attempts, at least 2 s apart, then failed.
     let failing = Receiver::always(Reply::status(500));
-    db.execute(
-        "SELECT webhook_create($1, 'k', '{sched.*}')",
-        &[&failing.url()],
-    )
-    .unwrap();
+    create_webhook(&mut db, &failing.url(), Some("k"), "sched.*");
     let delivery = emit_one(&mut db, "sched.x");
     wait_for_status(&mut db, delivery, "failed", DEADLINE);
     let gap: f64 = db
@@ -323,9 +301,7 @@ fn settings_change_on_reload_and_status_shows_what_the_worker_uses() {
 
 #[test]
 fn a_rotated_out_secret_is_forgotten_after_its_grace_period() {
-    let cluster = Cluster::start("rotation", "");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (_cluster, mut db) = Cluster::start_installed("rotation", "");
     let receiver = Receiver::always(Reply::ok());
     let row = db
         .query_one(
@@ -668,15 +644,9 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
 
 #[test]
 fn growing_the_pool_on_reload_while_events_flow_never_crashes() {
-    let cluster = Cluster::start("grow", "webhook.concurrency = 2");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("grow", "webhook.concurrency = 2");
     let receiver = Receiver::always(Reply::ok());
-    db.execute(
-        "SELECT webhook_create($1, 'k', '{grow.*}')",
-        &[&receiver.url()],
-    )
-    .unwrap();
+    create_webhook(&mut db, &receiver.url(), Some("k"), "grow.*");
     // Each reload signals the worker while it starts new HTTP threads: a signal must never
     // land on one of them.
     for round in 1..=12 {

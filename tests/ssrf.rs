@@ -37,9 +37,7 @@ fn policy_refusals(db: &mut Client, urls: &[String]) -> Vec<String> {
 
 #[test]
 fn private_targets_are_refused_at_connect_time_until_reload_allows_them() {
-    let cluster = Cluster::start("ssrf", "webhook.allowed_networks = ''");
-    let mut db = cluster.connect();
-    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let (cluster, mut db) = Cluster::start_installed("ssrf", "webhook.allowed_networks = ''");
     assert_eq!(query_string(&mut db, "SHOW webhook.allowed_networks"), "");
     let live = Receiver::always(Reply::ok());
     let port = live.port();

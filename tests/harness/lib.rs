@@ -60,6 +60,15 @@ impl Cluster {
         Cluster::start_on(pg, name, extra_conf)
     }
 
+    /// [`Cluster::start`], then `CREATE EXTENSION webhook_ext` in `postgres`; with that
+    /// connection.
+    pub fn start_installed(name: &str, extra_conf: &str) -> (Cluster, Client) {
+        let cluster = Cluster::start(name, extra_conf);
+        let mut db = cluster.connect();
+        db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+        (cluster, db)
+    }
+
     /// initdb + start on the installation `pg`, as it is: nothing is installed into it.
     pub fn start_on(pg: &'static Postgres, name: &str, extra_conf: &str) -> Cluster {
         let root = PathBuf::from("/tmp/webhook_ext_tests");
