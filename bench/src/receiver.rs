@@ -196,4 +196,30 @@ mod tests {
         assert_eq!(samples[2].seq, 2);
         assert_eq!(samples[2].sent_at_us, 5);
     }
+
+    #[test]
+    fn answers_pipelined_requests_in_order() {
+        let receiver = Receiver::start(0, Mode::Fast).unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", receiver.port)).unwrap();
+        let burst: String = (0..3)
+            .map(|seq| {
+                let body = format!(r#"{{"data":{{"seq":{seq}}}}}"#);
+                format!(
+                    "POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            })
+            .collect();
+        stream.write_all(burst.as_bytes()).unwrap();
+        let mut answers = vec![0u8; 3 * OK.len()];
+        stream.read_exact(&mut answers).unwrap();
+        assert_eq!(answers, OK.repeat(3));
+        let seqs: Vec<u64> = receiver
+            .stats
+            .take_samples()
+            .iter()
+            .map(|s| s.seq)
+            .collect();
+        assert_eq!(seqs, [0, 1, 2]);
+    }
 }

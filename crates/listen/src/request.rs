@@ -238,8 +238,12 @@ fn next_request<S: Write>(
     }
     let rest = &bytes[head_len..];
     let body_len = if is_chunked {
-        match decode_chunked(rest, chunked)? {
+        // Scanned first (jumping from chunk to chunk), copied once complete: a large body
+        // arriving over many reads is not copied again at each.
+        match chunked_body(rest, None)? {
             Some(framed_len) => {
+                chunked.clear();
+                chunked_body(rest, Some(chunked))?;
                 request.body = chunked;
                 framed_len
             }
@@ -256,10 +260,9 @@ fn next_request<S: Write>(
     Ok(Some((head_len + body_len, next)))
 }
 
-/// Decodes a chunked body at the start of `bytes` into `body`: the bytes its framing took, or
-/// `None` if it is not all there yet. Trailers are read and dropped.
-fn decode_chunked(bytes: &[u8], body: &mut Vec<u8>) -> io::Result<Option<usize>> {
-    body.clear();
+/// The chunked body at the start of `bytes`: the bytes its framing takes, or `None` if it is
+/// not all there yet; its data is appended to `body` if given. Trailers are read and dropped.
+fn chunked_body(bytes: &[u8], mut body: Option<&mut Vec<u8>>) -> io::Result<Option<usize>> {
     let mut at = 0;
     loop {
         let (size_len, size) = match httparse::parse_chunk_size(&bytes[at..]) {
@@ -276,12 +279,17 @@ fn decode_chunked(bytes: &[u8], body: &mut Vec<u8>) -> io::Result<Option<usize>>
                 Err(_) => Err(invalid("bad chunked trailer")),
             };
         }
-        let size = usize::try_from(size).map_err(|_| invalid("bad chunk size"))?;
-        let Some(data) = bytes.get(at..at + size) else {
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|size| at.checked_add(size))
+            .ok_or_else(|| invalid("bad chunk size"))?;
+        let Some(data) = bytes.get(at..end) else {
             return Ok(None);
         };
-        body.extend_from_slice(data);
-        at += size;
+        if let Some(body) = body.as_deref_mut() {
+            body.extend_from_slice(data);
+        }
+        at = end;
         match &bytes[at..] {
             [b'\r', b'\n', ..] => at += 2,
             [b'\n', ..] => at += 1,
@@ -295,15 +303,17 @@ fn decode_chunked(bytes: &[u8], body: &mut Vec<u8>) -> io::Result<Option<usize>>
 mod tests {
     use super::*;
 
-    /// A stream that reads `input` and collects what is written.
+    /// A stream that reads `input`, at most `step` bytes a read, and collects what is written.
     struct Pipe<'a> {
         input: &'a [u8],
+        step: usize,
         output: Vec<u8>,
     }
 
     impl Read for Pipe<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
+            let n = buf.len().min(self.step);
+            self.input.read(&mut buf[..n])
         }
     }
 
@@ -319,8 +329,16 @@ mod tests {
     /// The requests read from `raw` (as recorded, plus whether each asked to close), the
     /// outcome, and what the server wrote.
     fn parse_all(raw: &str) -> (Vec<(RecordedRequest, bool)>, io::Result<()>, Vec<u8>) {
+        parse_in_steps(raw, usize::MAX)
+    }
+
+    fn parse_in_steps(
+        raw: &str,
+        step: usize,
+    ) -> (Vec<(RecordedRequest, bool)>, io::Result<()>, Vec<u8>) {
         let mut pipe = Pipe {
             input: raw.as_bytes(),
+            step,
             output: Vec::new(),
         };
         let mut requests = Vec::new();
@@ -387,6 +405,23 @@ mod tests {
     }
 
     #[test]
+    fn requests_arriving_a_few_bytes_at_a_time_are_read_whole() {
+        let big = "x".repeat(40_000);
+        let raw = format!(
+            "POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{big}\
+             POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n9c40\r\n{big}\r\n3\r\nend\r\n0\r\n\r\n",
+            big.len()
+        );
+        for step in [1, 7, 4096] {
+            let (requests, result, _) = parse_in_steps(&raw, step);
+            result.unwrap();
+            assert_eq!(requests.len(), 2, "step {step}");
+            assert_eq!(requests[0].0.body_str(), big);
+            assert_eq!(requests[1].0.body_str(), format!("{big}end"));
+        }
+    }
+
+    #[test]
     fn eof_and_malformed_input() {
         assert!(parse_all("").0.is_empty());
         assert!(parse_all("\r\n").1.is_ok());
@@ -401,6 +436,10 @@ mod tests {
             Some(io::ErrorKind::InvalidData)
         );
         assert!(parse_all("GARBAGE\r\n\r\n").2.starts_with(b"HTTP/1.1 400 "));
+        assert_eq!(
+            kind("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx"),
+            Some(io::ErrorKind::InvalidData)
+        );
         let short = "POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc";
         assert_eq!(kind(short), Some(io::ErrorKind::UnexpectedEof));
     }
