@@ -13,27 +13,14 @@ struct Block {
 }
 
 fn sql_blocks(markdown: &str) -> Vec<Block> {
-    let mut blocks = Vec::new();
-    let mut current: Option<(usize, String)> = None;
-    for (index, line) in markdown.lines().enumerate() {
-        match current.as_mut() {
-            None if line.trim_start() == "```sql" => current = Some((index + 1, String::new())),
-            None => {}
-            Some(_) if line.trim_start() == "```" => {
-                let (line, text) = current.take().unwrap();
-                blocks.push(Block {
-                    line,
-                    statements: statements(&text),
-                });
-            }
-            Some((_, text)) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-    }
-    assert!(current.is_none(), "unclosed ```sql block");
-    blocks
+    fenced_blocks(markdown)
+        .into_iter()
+        .filter(|block| block.language == "sql")
+        .map(|block| Block {
+            line: block.line,
+            statements: statements(&block.text),
+        })
+        .collect()
 }
 
 /// Statements end with `;` at the end of a line (outside comments). Each runs on its own, as

@@ -16,36 +16,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// The port the guide's listener and URL use; the walk swaps in a free one.
 const GUIDE_PORT: &str = "9000";
 
-/// A fenced block: its language (```bash, ```sql ...) and its lines.
-struct Fenced {
-    language: String,
-    text: String,
-}
-
-fn fenced_blocks(markdown: &str) -> Vec<Fenced> {
-    let mut blocks = Vec::new();
-    let mut open: Option<Fenced> = None;
-    for line in markdown.lines() {
-        let fence = line.trim_start().strip_prefix("```");
-        match (open.take(), fence) {
-            (None, Some(language)) => {
-                open = Some(Fenced {
-                    language: language.trim().to_string(),
-                    text: String::new(),
-                })
-            }
-            (Some(block), Some(_)) => blocks.push(block),
-            (Some(mut block), None) => {
-                block.text.push_str(line);
-                block.text.push('\n');
-                open = Some(block);
-            }
-            (None, None) => {}
-        }
-    }
-    blocks
-}
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

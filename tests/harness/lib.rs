@@ -329,3 +329,41 @@ pub fn wait_for_status(db: &mut Client, delivery_id: i64, status: &str, deadline
         },
     )
 }
+
+/// A fenced block of a Markdown document: the line its opening fence is on (1-based), its
+/// language (```sql, ```bash ...; empty if none) and its text.
+pub struct Fenced {
+    pub line: usize,
+    pub language: String,
+    pub text: String,
+}
+
+/// The fenced blocks of `markdown`, in order.
+///
+/// # Panics
+/// If a block is not closed.
+pub fn fenced_blocks(markdown: &str) -> Vec<Fenced> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Fenced> = None;
+    for (index, line) in markdown.lines().enumerate() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (open.take(), fence) {
+            (None, Some(language)) => {
+                open = Some(Fenced {
+                    line: index + 1,
+                    language: language.trim().to_string(),
+                    text: String::new(),
+                })
+            }
+            (Some(block), Some(_)) => blocks.push(block),
+            (Some(mut block), None) => {
+                block.text.push_str(line);
+                block.text.push('\n');
+                open = Some(block);
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "unclosed ``` block");
+    blocks
+}
