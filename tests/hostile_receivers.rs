@@ -313,13 +313,7 @@ fn worker_memory_stays_flat_under_huge_and_endless_bodies() {
     let warm = hook(&mut db, &ok.url(), None, None);
     let first = warm.emit(&mut db);
     assert_eq!(wait_finished(&mut db, first).status, "succeeded");
-    let pid: i32 = db
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook_ext worker'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let pid = worker_pid(&mut db).expect("the worker runs");
     let before = worker_rss_kb(pid);
 
     let huge = Receiver::always(Reply::HugeBody {
