@@ -12,6 +12,7 @@ pub mod http;
 pub mod pacing;
 pub mod policy;
 pub mod pool;
+pub mod reparsed;
 pub mod schedule;
 pub mod signing;
 pub mod validate;
