@@ -20,11 +20,13 @@ pub fn unix_seconds(at: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// What goes into a claimed delivery's requests. Headers were validated when the webhook was
-/// written; if they no longer parse, the attempt fails with that reason instead of sending.
+/// What goes into a claimed delivery's requests. Headers and format were validated when the
+/// webhook was written; if they no longer parse, the attempt fails with that reason instead
+/// of sending.
 pub fn message_for(claimed: &Claimed) -> Result<OwnedMessage, String> {
     let custom_headers = validate::headers_json(&claimed.headers_json, &claimed.signature_header)
         .map_err(|e| e.to_string())?;
+    let wire_format = claimed.wire_format.clone()?;
     Ok(OwnedMessage {
         webhook_id: claimed.webhook_id,
         delivery_id: claimed.delivery_id,
@@ -35,6 +37,7 @@ pub fn message_for(claimed: &Claimed) -> Result<OwnedMessage, String> {
         previous_secrets: claimed.previous_secret.iter().cloned().collect(),
         signature_header: claimed.signature_header.clone(),
         custom_headers,
+        wire_format,
         user_agent: user_agent(),
     })
 }
@@ -44,7 +47,7 @@ pub fn request_for(claimed: &Claimed, now: SystemTime) -> Result<Request, String
     let message = message_for(claimed)?;
     Ok(Request {
         url: claimed.url.clone(),
-        headers: message.headers(unix_seconds(now)),
+        headers: message.headers(unix_seconds(now))?,
         body: message.body,
     })
 }

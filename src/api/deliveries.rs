@@ -156,6 +156,8 @@ fn webhook_deliver_now(delivery_id: i64) {
 }
 
 /// Send a signed `{"test":true}` (event `webhook.ping`) and report what the endpoint did.
+/// It is signed in the webhook's format; its body is the same whatever the envelope.
+#[allow(clippy::too_many_arguments)]
 pub fn probe(
     client: &Client,
     webhook_id: i64,
@@ -164,6 +166,7 @@ pub fn probe(
     previous_secrets: &[String],
     signature_header: &str,
     custom_headers: &[(String, String)],
+    wire_format: wire::WireFormat,
 ) -> (SystemTime, Outcome) {
     let started_at = SystemTime::now();
     let event_id = pgrx::Uuid::from_bytes(random_uuid_bytes()).to_string();
@@ -177,14 +180,19 @@ pub fn probe(
         previous_secrets,
         signature_header,
         custom_headers,
+        wire_format,
+    };
+    let headers = match wire::headers(
+        &message,
+        attempt::unix_seconds(started_at),
+        &attempt::user_agent(),
+    ) {
+        Ok(headers) => headers,
+        Err(reason) => return (started_at, attempt::unsendable(reason)),
     };
     let request = Request {
         url: url.to_string(),
-        headers: wire::headers(
-            &message,
-            attempt::unix_seconds(started_at),
-            &attempt::user_agent(),
-        ),
+        headers,
         body: PING_BODY.to_string(),
     };
     (started_at, client.send(&request))
@@ -231,8 +239,16 @@ fn webhook_ping(
         previous_secret: previous,
         signature_header,
         headers_json: headers,
+        wire_format,
         ..
     } = webhook;
+    let wire_format = wire_format.unwrap_or_else(|reason| {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            reason
+        );
+    });
     let custom_headers =
         validate::headers_json(&headers, &signature_header).unwrap_or_else(|e| refuse(e));
     let previous: Vec<String> = previous.into_iter().collect();
@@ -245,6 +261,7 @@ fn webhook_ping(
         &previous,
         &signature_header,
         &custom_headers,
+        wire_format,
     );
     let started_epoch = started_at
         .duration_since(std::time::UNIX_EPOCH)

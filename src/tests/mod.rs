@@ -1,6 +1,8 @@
 //! `#[pg_test]`s: SQL behaviour inside one (rolled-back) transaction. Worker behaviour needs
 //! real commits and is tested in `tests/` against a real cluster and receiver.
 
+mod wire_formats;
+
 #[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;

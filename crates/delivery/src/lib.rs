@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod fair;
+pub mod format;
 pub mod health;
 pub mod http;
 pub mod pacing;
