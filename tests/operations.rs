@@ -646,6 +646,16 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     assert_eq!(history.get::<_, String>(0), "failed");
     assert_eq!(history.get::<_, i32>(1), 2);
     assert_eq!(history.get::<_, i64>(2), 2);
+    // Every webhook keeps the wire format it had (0.5.0's format columns and their defaults).
+    let format: String = db
+        .query_one(
+            "SELECT concat_ws(' ', envelope IS NULL, signature_header, signature_format, \
+                    signature_input, json_numbers) FROM webhook WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(format, "t X-Webhook-Signature sha256=hex body exact");
 
     // Same functions as a fresh install of this release, and the new ones work on the old data.
     assert_eq!(
