@@ -227,7 +227,7 @@ fn accepts_and_rejects_tampering(
     secret: &str,
     format: &str,
     tamper: impl Fn(&mut Vec<(String, String)>, &mut Vec<u8>),
-) -> RecordedRequest {
+) -> (i64, RecordedRequest) {
     let mut db = connect_shared();
     let prefix = unique("fmt");
     let webhook = create(&mut db, &rx.url(), secret, &format!("{prefix}.*"), format);
@@ -257,7 +257,7 @@ fn accepts_and_rejects_tampering(
     assert_eq!(post(rx.port, &headers, &body), 401, "{}", rx.output());
     let line = rx.next_line("tampered request");
     assert_eq!(line["result"], "rejected", "{line}");
-    captured
+    (webhook, captured)
 }
 
 /// The body with one byte of the data changed ("José" → "Jose").
@@ -369,7 +369,7 @@ fn express_json_receiver_accepts_javascript_numbers() {
     let mut db = connect_shared();
     let secret = secret_for(&mut db);
     let mut rx = Running::node("express/receiver.js", &secret);
-    let captured = accepts_and_rejects_tampering(
+    let (_, captured) = accepts_and_rejects_tampering(
         &mut rx,
         &secret,
         "json_numbers => 'javascript'",
@@ -403,7 +403,7 @@ fn flask_receiver_accepts_python_sorted_json_in_bare_hex() {
     let format = "signature_header => 'X-Signature', signature_format => 'hex', \
                   signature_input => 'python_sorted_json', \
                   envelope => '{\"event\": \"event_type\", \"timestamp\": \"created_at\"}'";
-    let captured = accepts_and_rejects_tampering(&mut rx, &secret, format, tamper_body);
+    let (_, captured) = accepts_and_rejects_tampering(&mut rx, &secret, format, tamper_body);
     let body = String::from_utf8(captured.body.clone()).unwrap();
     assert!(
         body.contains(r#","event_type":""#) && body.contains(r#","created_at":""#),
@@ -420,8 +420,23 @@ fn php_receiver_accepts_bare_hex_over_the_body() {
     let secret = secret_for(&mut db);
     let mut rx = Running::php("php/hex_receiver.php", &secret);
     let format = "signature_header => 'X-Signature', signature_format => 'hex'";
-    let captured = accepts_and_rejects_tampering(&mut rx, &secret, format, tamper_body);
+    let (webhook, captured) = accepts_and_rejects_tampering(&mut rx, &secret, format, tamper_body);
     assert!(String::from_utf8(captured.body).unwrap().contains("199.90"));
+    // A manual retry and a ping are signed in the webhook's format too (the default
+    // sha256=<hex> would be rejected by this receiver).
+    let delivery = last_delivery(&mut db, webhook);
+    let retried: String = db
+        .query_one("SELECT status FROM webhook_retry($1)", &[&delivery])
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, "succeeded");
+    assert_eq!(rx.next_line("webhook_retry")["result"], "accepted");
+    let pinged: bool = db
+        .query_one("SELECT succeeded FROM webhook_ping($1)", &[&webhook])
+        .unwrap()
+        .get(0);
+    assert!(pinged, "{}", rx.output());
+    assert_eq!(rx.next_line("webhook_ping")["result"], "accepted");
 }
 
 #[test]
@@ -430,7 +445,7 @@ fn php_receiver_accepts_a_shared_token() {
     let mut rx = Running::php("php/token_receiver.php", token);
     let format = "signature_header => 'X-Webhook-Token', signature_format => 'secret', \
                   envelope => '{\"event\": \"evento\", \"data\": \"dados\", \"id\": null}'";
-    let captured = accepts_and_rejects_tampering(&mut rx, token, format, |headers, _| {
+    let (_, captured) = accepts_and_rejects_tampering(&mut rx, token, format, |headers, _| {
         for (name, value) in headers.iter_mut() {
             if name.eq_ignore_ascii_case("X-Webhook-Token") {
                 *value = "tok_guessed".to_string();
