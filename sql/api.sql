@@ -16,9 +16,16 @@ BEGIN
     END IF;
     PERFORM @extschema@.webhook_check_subscription(
         NEW.url, NEW.secret, NEW.events, NEW.headers::text, NEW.signature_header);
-    PERFORM @extschema@.webhook_check_wire_format(
-        NEW.url, NEW.secret, NEW.envelope::text, NEW.signature_format, NEW.signature_input,
-        NEW.json_numbers);
+    -- Only when they change: whether 'secret' may be sent depends on webhook.allowed_networks,
+    -- which must not make the worker's own updates (disabling a webhook) fail later on.
+    IF TG_OP = 'INSERT'
+       OR (NEW.url, NEW.secret, NEW.envelope, NEW.signature_format, NEW.signature_input,
+           NEW.json_numbers) IS DISTINCT FROM (OLD.url, OLD.secret, OLD.envelope,
+           OLD.signature_format, OLD.signature_input, OLD.json_numbers) THEN
+        PERFORM @extschema@.webhook_check_wire_format(
+            NEW.url, NEW.secret, NEW.envelope::text, NEW.signature_format, NEW.signature_input,
+            NEW.json_numbers);
+    END IF;
     -- An envelope that renames nothing is the default one, which costs nothing to queue.
     IF NEW.envelope = '{}'::jsonb THEN
         NEW.envelope := NULL;

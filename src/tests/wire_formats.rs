@@ -176,7 +176,18 @@ mod tests {
         );
         // A secret sent as is: https, or an address the operator listed (127.0.0.1/32 here).
         run("SELECT webhook_create('https://example.com/t', 'tok', signature_format => 'secret')");
-        run("SELECT webhook_create('http://127.0.0.1:9/t', 'tok', signature_format => 'secret')");
+        let local = id("SELECT id FROM webhook_create('http://127.0.0.1:9/t', 'tok', signature_format => 'secret')");
+        // The address leaves webhook.allowed_networks: updates that leave the format, URL and
+        // secret alone (the worker disabling the webhook, say) still work; changing them is
+        // checked again.
+        run("SET LOCAL webhook.allowed_networks = ''");
+        run(&format!(
+            "UPDATE webhook SET active = false, disabled_reason = 'gone' WHERE id = {local}"
+        ));
+        assert_refused(
+            &format!("UPDATE webhook SET secret = 'tok2' WHERE id = {local}"),
+            "signature_format",
+        );
     }
 
     #[pg_test]
