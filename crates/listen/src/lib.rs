@@ -36,4 +36,4 @@ mod verify;
 pub use reply::Reply;
 pub use request::RecordedRequest;
 pub use server::Receiver;
-pub use verify::{verify_hex, verify_standard};
+pub use verify::{verify_bare_hex, verify_hex, verify_standard, verify_token};
