@@ -38,7 +38,12 @@ IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'webhook_reshape_wrapper';
 
-DROP FUNCTION webhook_verify_endpoint(text, text, text);
+-- Functions with new signatures: the old ones are renamed, so that the roles granted them can
+-- be granted the new ones below, then dropped.
+ALTER FUNCTION webhook_verify_endpoint(text, text, text) RENAME TO webhook_verify_endpoint_0_4_0;
+ALTER FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) RENAME TO webhook_create_0_4_0;
+ALTER FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) RENAME TO webhook_update_0_4_0;
+
 CREATE FUNCTION "webhook_verify_endpoint"(
 	"url" TEXT, /* & str */
 	"secret" TEXT, /* & str */
@@ -94,8 +99,6 @@ END
 $$;
 
 -- webhook_create and webhook_update take every column as a named argument: new signatures.
-DROP FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean);
-DROP FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean);
 CREATE FUNCTION webhook_create(
     url              text,
     secret           text    DEFAULT NULL,
@@ -226,3 +229,36 @@ REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean
 REVOKE ALL ON FUNCTION webhook_check_wire_format(text, text, text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_reshape(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_verify_endpoint(text, text, text, text, text, text) FROM PUBLIC;
+
+-- Whoever could run the old signature can run the new one (docs/SECURITY.md's admin role).
+DO $grants$
+DECLARE
+    renamed record;
+    grantee text;
+BEGIN
+    FOR renamed IN
+        SELECT old_function::regprocedure AS old_function, new_function
+          FROM (VALUES
+            ('@extschema@.webhook_verify_endpoint_0_4_0(text, text, text)',
+             '@extschema@.webhook_verify_endpoint(text, text, text, text, text, text)'),
+            ('@extschema@.webhook_create_0_4_0(text, text, text[], text, text, jsonb, boolean)',
+             '@extschema@.webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text)'),
+            ('@extschema@.webhook_update_0_4_0(bigint, text, text, text[], jsonb, boolean)',
+             '@extschema@.webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text)')
+          ) AS pairs(old_function, new_function)
+    LOOP
+        FOR grantee IN
+            SELECT DISTINCT a.grantee::regrole::text
+              FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+             WHERE p.oid = renamed.old_function
+               AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+        LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s',
+                                      renamed.new_function, grantee);
+        END LOOP;
+    END LOOP;
+END
+$grants$;
+DROP FUNCTION webhook_verify_endpoint_0_4_0(text, text, text);
+DROP FUNCTION webhook_create_0_4_0(text, text, text[], text, text, jsonb, boolean);
+DROP FUNCTION webhook_update_0_4_0(bigint, text, text, text[], jsonb, boolean);

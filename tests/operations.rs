@@ -576,7 +576,8 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
          INSERT INTO pedido VALUES (1);
          CREATE ROLE upgrade_viewer;
          GRANT SELECT ON webhook_delivery, webhook_stats TO upgrade_viewer;
-         GRANT EXECUTE ON FUNCTION webhook_retry(bigint) TO upgrade_viewer;",
+         GRANT EXECUTE ON FUNCTION webhook_retry(bigint) TO upgrade_viewer;
+         GRANT EXECUTE ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) TO upgrade_viewer;",
     )
     .unwrap();
 
@@ -628,6 +629,16 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         .unwrap()
         .get(0);
     assert!(can_retry);
+    // A function whose signature changed keeps its grants (0.5.0's webhook_create).
+    let can_create: bool = db
+        .query_one(
+            "SELECT has_function_privilege('upgrade_viewer', \
+                    'webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text)', 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(can_create);
     let interrupted: i32 = db
         .query_one(
             "SELECT attempts FROM webhook_delivery WHERE id = $1",
