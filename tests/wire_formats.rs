@@ -510,3 +510,53 @@ fn a_delivery_whose_format_cannot_be_honoured_is_refused_with_the_reason() {
     }
     assert_eq!(receiver.count(), 0, "nothing was sent");
 }
+
+#[test]
+fn a_body_queued_before_a_switch_to_javascript_is_not_sent_as_if_it_were_javascript() {
+    let mut db = connect_shared();
+    let receiver = Receiver::always(Reply::status(500));
+    let prefix = unique("fmtswitch");
+    let webhook = create(&mut db, &receiver.url(), "k", &format!("{prefix}.*"), "");
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s,1h}' WHERE id = $1",
+        &[&webhook],
+    )
+    .unwrap();
+    db.execute(
+        "SELECT webhook_emit($1, '{\"valor\": 199.90}')",
+        &[&format!("{prefix}.x")],
+    )
+    .unwrap();
+    let delivery = last_delivery(&mut db, webhook);
+    receiver.wait_for(1, DEADLINE);
+    wait_until("the first attempt to be recorded", DEADLINE, || {
+        let attempts: i32 = db
+            .query_one(
+                "SELECT attempts FROM webhook_delivery WHERE id = $1",
+                &[&delivery],
+            )
+            .unwrap()
+            .get(0);
+        (attempts == 1).then_some(())
+    });
+    // Switched while its retry waits: its body still has 199.90, which an Express receiver
+    // verifying JSON.stringify(req.body) would reject. It is refused, with the reason.
+    db.execute(
+        "SELECT webhook_update($1, json_numbers => 'javascript')",
+        &[&webhook],
+    )
+    .unwrap();
+    let row = db
+        .query_one("SELECT status, error FROM webhook_retry($1)", &[&delivery])
+        .unwrap();
+    let (status, error): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(
+        status, "pending",
+        "a manual attempt does not end the schedule"
+    );
+    assert!(
+        error.starts_with("not sent") && error.contains("queued"),
+        "{error}"
+    );
+    assert_eq!(receiver.count(), 1, "the manual attempt sent nothing");
+}
