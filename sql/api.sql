@@ -16,6 +16,20 @@ BEGIN
     END IF;
     PERFORM @extschema@.webhook_check_subscription(
         NEW.url, NEW.secret, NEW.events, NEW.headers::text, NEW.signature_header);
+    -- Only when they change: whether 'secret' may be sent depends on webhook.allowed_networks,
+    -- which must not make the worker's own updates (disabling a webhook) fail later on.
+    IF TG_OP = 'INSERT'
+       OR (NEW.url, NEW.secret, NEW.envelope, NEW.signature_format, NEW.signature_input,
+           NEW.json_numbers) IS DISTINCT FROM (OLD.url, OLD.secret, OLD.envelope,
+           OLD.signature_format, OLD.signature_input, OLD.json_numbers) THEN
+        PERFORM @extschema@.webhook_check_wire_format(
+            NEW.url, NEW.secret, NEW.envelope::text, NEW.signature_format, NEW.signature_input,
+            NEW.json_numbers);
+    END IF;
+    -- An envelope that renames nothing is the default one, which costs nothing to queue.
+    IF NEW.envelope = '{}'::jsonb THEN
+        NEW.envelope := NULL;
+    END IF;
     IF NEW.retry_schedule IS NOT NULL AND (
            cardinality(NEW.retry_schedule) NOT BETWEEN 1 AND 50
         OR array_position(NEW.retry_schedule, NULL) IS NOT NULL
@@ -179,13 +193,18 @@ CREATE TRIGGER webhook_delivery_after_delete
 -- Subscriptions
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION webhook_create(
-    url         text,
-    secret      text    DEFAULT NULL,
-    events      text[]  DEFAULT '{*}',
-    description text    DEFAULT NULL,
-    name        text    DEFAULT NULL,
-    headers     jsonb   DEFAULT '{}',
-    verify      boolean DEFAULT false
+    url              text,
+    secret           text    DEFAULT NULL,
+    events           text[]  DEFAULT '{*}',
+    description      text    DEFAULT NULL,
+    name             text    DEFAULT NULL,
+    headers          jsonb   DEFAULT '{}',
+    verify           boolean DEFAULT false,
+    signature_header text    DEFAULT 'X-Webhook-Signature',
+    envelope         jsonb   DEFAULT NULL,
+    signature_format text    DEFAULT 'sha256=hex',
+    signature_input  text    DEFAULT 'body',
+    json_numbers     text    DEFAULT 'exact'
 ) RETURNS webhook
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -195,39 +214,61 @@ BEGIN
     -- Validate before any network traffic; the row trigger checks again on INSERT.
     PERFORM @extschema@.webhook_check_subscription(
         webhook_create.url, effective_secret, webhook_create.events,
-        webhook_create.headers::text, 'X-Webhook-Signature');
+        webhook_create.headers::text, webhook_create.signature_header);
+    PERFORM @extschema@.webhook_check_wire_format(
+        webhook_create.url, effective_secret, webhook_create.envelope::text,
+        webhook_create.signature_format, webhook_create.signature_input,
+        webhook_create.json_numbers);
     IF coalesce(webhook_create.verify, false) THEN
         PERFORM @extschema@.webhook_verify_endpoint(
-            webhook_create.url, effective_secret, webhook_create.headers::text);
+            webhook_create.url, effective_secret, webhook_create.headers::text,
+            webhook_create.signature_header, webhook_create.signature_format,
+            webhook_create.signature_input);
     END IF;
-    INSERT INTO @extschema@.webhook (url, secret, events, description, name, headers)
+    INSERT INTO @extschema@.webhook (url, secret, events, description, name, headers,
+                                     signature_header, envelope, signature_format,
+                                     signature_input, json_numbers)
     VALUES (webhook_create.url, effective_secret, webhook_create.events,
-            webhook_create.description, webhook_create.name, webhook_create.headers)
+            webhook_create.description, webhook_create.name, webhook_create.headers,
+            webhook_create.signature_header, webhook_create.envelope,
+            webhook_create.signature_format, webhook_create.signature_input,
+            webhook_create.json_numbers)
     RETURNING * INTO created;
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) IS
+COMMENT ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text) IS
     'Register a webhook; a NULL secret is generated and returned once in the row';
 
 CREATE FUNCTION webhook_update(
-    id          bigint,
-    description text    DEFAULT NULL,
-    secret      text    DEFAULT NULL,
-    events      text[]  DEFAULT NULL,
-    headers     jsonb   DEFAULT NULL,
-    active      boolean DEFAULT NULL
+    id               bigint,
+    description      text    DEFAULT NULL,
+    secret           text    DEFAULT NULL,
+    events           text[]  DEFAULT NULL,
+    headers          jsonb   DEFAULT NULL,
+    active           boolean DEFAULT NULL,
+    signature_header text    DEFAULT NULL,
+    envelope         jsonb   DEFAULT NULL,
+    signature_format text    DEFAULT NULL,
+    signature_input  text    DEFAULT NULL,
+    json_numbers     text    DEFAULT NULL
 ) RETURNS webhook
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     updated @extschema@.webhook;
 BEGIN
+    -- envelope => '{}' renames nothing: back to the default envelope (stored as NULL).
     UPDATE @extschema@.webhook AS w
-       SET description = coalesce(webhook_update.description, w.description),
-           secret      = coalesce(webhook_update.secret, w.secret),
-           events      = coalesce(webhook_update.events, w.events),
-           headers     = coalesce(webhook_update.headers, w.headers),
-           active      = coalesce(webhook_update.active, w.active)
+       SET description      = coalesce(webhook_update.description, w.description),
+           secret           = coalesce(webhook_update.secret, w.secret),
+           events           = coalesce(webhook_update.events, w.events),
+           headers          = coalesce(webhook_update.headers, w.headers),
+           active           = coalesce(webhook_update.active, w.active),
+           signature_header = coalesce(webhook_update.signature_header, w.signature_header),
+           envelope         = coalesce(webhook_update.envelope, w.envelope),
+           signature_format = coalesce(webhook_update.signature_format, w.signature_format),
+           signature_input  = coalesce(webhook_update.signature_input, w.signature_input),
+           json_numbers     = coalesce(webhook_update.json_numbers, w.json_numbers)
      WHERE w.id = webhook_update.id
     RETURNING w.* INTO updated;
     IF NOT FOUND THEN
@@ -240,7 +281,7 @@ BEGIN
     RETURN updated;
 END
 $$;
-COMMENT ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) IS
+COMMENT ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text) IS
     'Change a webhook; NULL arguments leave their field unchanged';
 
 CREATE FUNCTION webhook_delete(id bigint) RETURNS boolean
@@ -310,8 +351,11 @@ BEGIN
     -- The transaction id first, the delivery ids after: the worker's walk relies on it
     -- (crates/delivery/src/walk.rs).
     PERFORM pg_current_xact_id();
+    -- Each webhook's body: the event's own unless it renames keys or rewrites numbers.
     INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body)
-    SELECT w.id, new_event_id, webhook_enqueue.event, body
+    SELECT w.id, new_event_id, webhook_enqueue.event,
+           CASE WHEN w.envelope IS NULL AND w.json_numbers = 'exact' THEN body
+                ELSE @extschema@.webhook_reshape(body, w.envelope::text, w.json_numbers) END
       FROM @extschema@.webhook AS w
      WHERE w.active AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event);
     GET DIAGNOSTICS queued = ROW_COUNT;
@@ -441,8 +485,8 @@ REVOKE ALL ON FUNCTION webhook_after_reactivate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_delivery_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_replay(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_delete(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_rotate_secret(bigint, text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_enqueue(text, json, json) FROM PUBLIC;
@@ -450,12 +494,14 @@ REVOKE ALL ON FUNCTION webhook_emit(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_trigger() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_retry(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_check_subscription(text, text, text[], text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_check_wire_format(text, text, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_reshape(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_generate_secret() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_events_match(text[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_envelope(text, text, bigint, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_wake_on_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_due_changed_on_commit() FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_verify_endpoint(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_verify_endpoint(text, text, text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_deliver_now(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_ping(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_worker_status() FROM PUBLIC;

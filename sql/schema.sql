@@ -18,11 +18,21 @@ CREATE TABLE webhook (
     active                      boolean NOT NULL DEFAULT true,
     disabled_reason             text,
     created_at                  timestamptz NOT NULL DEFAULT now(),
-    updated_at                  timestamptz NOT NULL DEFAULT now()
+    updated_at                  timestamptz NOT NULL DEFAULT now(),
+    -- The wire format a partner already verifies (SPEC §11); the defaults are the one every
+    -- webhook had before, byte for byte. Checked by webhook_check_wire_format().
+    envelope                    jsonb,
+    signature_format            text NOT NULL DEFAULT 'sha256=hex',
+    signature_input             text NOT NULL DEFAULT 'body',
+    json_numbers                text NOT NULL DEFAULT 'exact'
 );
 COMMENT ON TABLE webhook IS 'webhook_ext: one row per subscription (URL, secret, event patterns)';
 COMMENT ON COLUMN webhook.secret IS 'HMAC-SHA256 signing secret; not readable by PUBLIC';
 COMMENT ON COLUMN webhook.retry_schedule IS 'delay before each attempt; NULL = the webhook.retry_schedule setting';
+COMMENT ON COLUMN webhook.envelope IS 'new names of the body''s top-level keys (id, event, timestamp, data), null to leave one out; NULL = none renamed';
+COMMENT ON COLUMN webhook.signature_format IS 'sha256=hex | hex | secret | none: what the signature header carries';
+COMMENT ON COLUMN webhook.signature_input IS 'body | python_sorted_json: what the signature header''s HMAC covers';
+COMMENT ON COLUMN webhook.json_numbers IS 'exact | javascript: numbers as Postgres wrote them, or as JSON.stringify writes them back';
 
 -- One row per (event, subscriber): what users read as the view webhook_delivery below.
 -- Built so that queueing an event is one narrow append and delivering it one HOT update

@@ -23,11 +23,13 @@ pub fn unix_seconds(at: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// What goes into a claimed delivery's requests. Headers were validated when the webhook was
-/// written; if they no longer parse, the attempt fails with that reason instead of sending.
+/// What goes into a claimed delivery's requests. Headers and format were validated when the
+/// webhook was written; if they no longer parse, the attempt fails with that reason instead
+/// of sending.
 pub fn message_for(claimed: &Claimed) -> Result<OwnedMessage, String> {
     let custom_headers = validate::headers_json(&claimed.headers_json, &claimed.signature_header)
         .map_err(|e| e.to_string())?;
+    let wire_format = claimed.wire_format.clone()?;
     Ok(OwnedMessage {
         webhook_id: claimed.webhook_id,
         delivery_id: claimed.delivery_id,
@@ -38,6 +40,7 @@ pub fn message_for(claimed: &Claimed) -> Result<OwnedMessage, String> {
         previous_secrets: claimed.previous_secret.iter().cloned().collect(),
         signature_header: claimed.signature_header.clone(),
         custom_headers,
+        wire_format,
         user_agent: user_agent(),
     })
 }
@@ -47,7 +50,7 @@ pub fn request_for(claimed: &Claimed, now: SystemTime) -> Result<Request, String
     let message = message_for(claimed)?;
     Ok(Request {
         url: claimed.url.clone(),
-        headers: message.headers(unix_seconds(now)),
+        headers: message.headers(unix_seconds(now))?,
         body: message.body,
     })
 }
@@ -134,6 +137,8 @@ pub fn record_for(
 const PING_BODY: &str = r#"{"test":true}"#;
 
 /// Send a signed `{"test":true}` (event `webhook.ping`) and report what the endpoint did.
+/// It is signed in the webhook's format; its body is the same whatever the envelope.
+#[allow(clippy::too_many_arguments)]
 pub fn probe(
     client: &Client,
     webhook_id: i64,
@@ -142,6 +147,7 @@ pub fn probe(
     previous_secrets: &[String],
     signature_header: &str,
     custom_headers: &[(String, String)],
+    wire_format: wire::WireFormat,
 ) -> (SystemTime, Outcome) {
     let started_at = SystemTime::now();
     let event_id = pgrx::Uuid::from_bytes(random_uuid_bytes()).to_string();
@@ -155,10 +161,15 @@ pub fn probe(
         previous_secrets,
         signature_header,
         custom_headers,
+        wire_format,
+    };
+    let headers = match wire::headers(&message, unix_seconds(started_at), &user_agent()) {
+        Ok(headers) => headers,
+        Err(reason) => return (started_at, unsendable(reason)),
     };
     let request = Request {
         url: url.to_string(),
-        headers: wire::headers(&message, unix_seconds(started_at), &user_agent()),
+        headers,
         body: PING_BODY.to_string(),
     };
     (started_at, client.send(&request))

@@ -13,6 +13,8 @@ use pgrx::pg_sys::BuiltinOid::{
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use pgrx::{PgBuiltInOids, PgOid};
 use std::collections::HashMap;
+use webhook_delivery::format::{JsonNumbers, SignatureFormat, SignatureInput};
+use webhook_delivery::wire::WireFormat;
 
 /// A statement planned once (on first use) and kept across transactions: the worker runs the
 /// same few statements thousands of times a second.
@@ -184,6 +186,8 @@ pub struct Claimed {
     pub headers_json: String,
     /// The webhook's own schedule in milliseconds, or None for the `webhook.retry_schedule` GUC.
     pub schedule_ms: Option<Vec<i64>>,
+    /// Its signature format and body promise, or why they do not parse.
+    pub wire_format: Result<WireFormat, String>,
     /// The delivery's status before this attempt (used by manual retries).
     pub previous_status: String,
     /// It has a due row (a retry, a replay, a parked delivery), deleted once it is finished.
@@ -234,6 +238,7 @@ pub struct WebhookConfig {
     pub signature_header: String,
     pub headers_json: String,
     pub schedule_ms: Option<Vec<i64>>,
+    pub wire_format: Result<WireFormat, String>,
 }
 
 impl Found {
@@ -253,10 +258,28 @@ impl Found {
             signature_header: webhook.signature_header.clone(),
             headers_json: webhook.headers_json.clone(),
             schedule_ms: webhook.schedule_ms.clone(),
+            wire_format: webhook.wire_format.clone(),
             previous_status: previous_status.to_string(),
             from_due: self.due_us.is_some(),
         }
     }
+}
+
+/// A webhook's format columns (validated when written; a value that does not parse fails
+/// its attempts with the reason rather than sending in another format).
+fn wire_format(
+    signature_format: Option<&str>,
+    signature_input: Option<&str>,
+    json_numbers: Option<&str>,
+) -> Result<WireFormat, String> {
+    let parsed = || -> Result<WireFormat, webhook_delivery::InvalidField> {
+        Ok(WireFormat {
+            signature_format: SignatureFormat::parse(signature_format.unwrap_or("sha256=hex"))?,
+            signature_input: SignatureInput::parse(signature_input.unwrap_or("body"))?,
+            json_numbers: JsonNumbers::parse(json_numbers.unwrap_or("exact"))?,
+        })
+    };
+    parsed().map_err(|e| e.to_string())
 }
 
 /// One batch of the purge.
@@ -417,6 +440,11 @@ impl Statements {
                     signature_header: row.get::<String>(5)?.unwrap_or_default(),
                     headers_json: row.get::<String>(6)?.unwrap_or_else(|| "{}".to_string()),
                     schedule_ms: row.get::<Vec<i64>>(7)?,
+                    wire_format: wire_format(
+                        row.get::<String>(8)?.as_deref(),
+                        row.get::<String>(9)?.as_deref(),
+                        row.get::<String>(10)?.as_deref(),
+                    ),
                 },
             );
         }

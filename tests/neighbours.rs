@@ -184,8 +184,12 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
         )
         .unwrap()
         .get(0);
+    // A wire format other than the default (SPEC §11): the trigger's queueing statement then
+    // reshapes the body, and the worker signs a re-serialized body.
     dba.query(
-        "SELECT id FROM webhook_update($1, description => 'parceiro')",
+        "SELECT id FROM webhook_update($1, description => 'parceiro', \
+                envelope => '{\"event\": \"evento\"}', json_numbers => 'javascript', \
+                signature_format => 'hex', signature_input => 'python_sorted_json')",
         &[&steady_id],
     )
     .unwrap();
@@ -221,6 +225,13 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
         &format!("SELECT count(*) FROM webhook_delivery WHERE webhook_id = {steady_id} AND status = 'succeeded'"),
         |n| n == 100,
     );
+    let reshaped = steady
+        .requests()
+        .into_iter()
+        .map(|r| String::from_utf8(r.body).unwrap())
+        .find(|body| body.contains("\"evento\":\"cliente.created\""))
+        .expect("a body in the webhook's format");
+    assert!(reshaped.contains("\"saldo\":199.9}"), "{reshaped}");
     // Retries: the flaky receiver fails twice, then answers.
     wait_for_count(
         &mut admin,

@@ -541,7 +541,8 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
          INSERT INTO pedido VALUES (1);
          CREATE ROLE upgrade_viewer;
          GRANT SELECT ON webhook_delivery, webhook_stats TO upgrade_viewer;
-         GRANT EXECUTE ON FUNCTION webhook_retry(bigint) TO upgrade_viewer;",
+         GRANT EXECUTE ON FUNCTION webhook_retry(bigint) TO upgrade_viewer;
+         GRANT EXECUTE ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean) TO upgrade_viewer;",
     )
     .unwrap();
 
@@ -593,6 +594,16 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
         .unwrap()
         .get(0);
     assert!(can_retry);
+    // A function whose signature changed keeps its grants (0.5.0's webhook_create).
+    let can_create: bool = db
+        .query_one(
+            "SELECT has_function_privilege('upgrade_viewer', \
+                    'webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text)', 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(can_create);
     let interrupted: i32 = db
         .query_one(
             "SELECT attempts FROM webhook_delivery WHERE id = $1",
@@ -611,6 +622,16 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     assert_eq!(history.get::<_, String>(0), "failed");
     assert_eq!(history.get::<_, i32>(1), 2);
     assert_eq!(history.get::<_, i64>(2), 2);
+    // Every webhook keeps the wire format it had (0.5.0's format columns and their defaults).
+    let format: String = db
+        .query_one(
+            "SELECT concat_ws(' ', envelope IS NULL, signature_header, signature_format, \
+                    signature_input, json_numbers) FROM webhook WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(format, "t X-Webhook-Signature sha256=hex body exact");
 
     // Same functions as a fresh install of this release, and the new ones work on the old data.
     assert_eq!(

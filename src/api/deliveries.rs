@@ -188,8 +188,16 @@ fn webhook_ping(
         previous_secret: previous,
         signature_header,
         headers_json: headers,
+        wire_format,
         ..
     } = webhook;
+    let wire_format = wire_format.unwrap_or_else(|reason| {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            reason
+        );
+    });
     let custom_headers =
         validate::headers_json(&headers, &signature_header).unwrap_or_else(|e| refuse(e));
     let previous: Vec<String> = previous.into_iter().collect();
@@ -202,6 +210,7 @@ fn webhook_ping(
         &previous,
         &signature_header,
         &custom_headers,
+        wire_format,
     );
     let started_epoch = started_at
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,6 +1,7 @@
 //! Event building blocks used by webhook_enqueue (sql/api.sql): the body and the matching.
 
 use pgrx::prelude::*;
+use webhook_delivery::format::{self, Envelope, JsonNumbers};
 use webhook_delivery::{envelope, validate};
 
 use super::{refuse, refuse_null};
@@ -25,6 +26,15 @@ fn webhook_envelope(
         changes,
     )
     .unwrap_or_else(|e| refuse(e))
+}
+
+/// A webhook's body from the event's default body, for a webhook whose `envelope` or
+/// `json_numbers` is not the default (the queueing statements call it for no other).
+#[pg_extern(immutable, parallel_safe)]
+fn webhook_reshape(body: &str, envelope: Option<&str>, json_numbers: &str) -> String {
+    let envelope = envelope.map(|json| Envelope::parse(json).unwrap_or_else(|e| refuse(e)));
+    let numbers = JsonNumbers::parse(json_numbers).unwrap_or_else(|e| refuse(e));
+    format::reshape(body, envelope.as_ref(), numbers).unwrap_or_else(|e| refuse(e))
 }
 
 /// Does an event name match any of a webhook's patterns (`name`, `prefix.*`, `*`)?

@@ -5,8 +5,8 @@
 //!
 //! It is SECURITY DEFINER (application roles need not see the webhook tables) without a
 //! pinned search_path, which would cost a GUC save and restore per row: its only statement
-//! names every table and function with the extension's schema and uses no operator, so
-//! nothing in it resolves through the caller's search_path.
+//! names every table and function with the extension's schema and its one operator as
+//! `OPERATOR(pg_catalog.=)`, so nothing in it resolves through the caller's search_path.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -26,8 +26,9 @@ use crate::wake;
 
 thread_local! {
     /// The queueing statement, keyed by the oid of the trigger function that prepared it:
-    /// DROP and CREATE EXTENSION make a new function, maybe in another schema.
-    static QUEUE: RefCell<Option<(pg_sys::Oid, Prepared)>> = const { RefCell::new(None) };
+    /// DROP and CREATE EXTENSION make a new function, maybe in another schema. With it, whether
+    /// it writes each webhook's format (false until ALTER EXTENSION ... UPDATE adds the columns).
+    static QUEUE: RefCell<Option<(pg_sys::Oid, bool, Prepared)>> = const { RefCell::new(None) };
 }
 
 #[pg_trigger(sql = false)]
@@ -225,13 +226,16 @@ fn queue(
     body: String,
 ) -> pgrx::spi::Result<usize> {
     QUEUE.with(|cell| {
-        if cell
-            .borrow()
-            .as_ref()
-            .is_none_or(|(oid, _)| *oid != function_oid)
-        {
-            let statement = Prepared::new(&[UUIDOID, TEXTOID, TEXTOID], queue_sql(function_oid));
-            *cell.borrow_mut() = Some((function_oid, statement));
+        // A statement without formats looks again each time (only before an update).
+        if cell.borrow().as_ref().is_none_or(|(oid, formats, _)| {
+            *oid != function_oid || (!*formats && has_formats(function_oid))
+        }) {
+            let formats = has_formats(function_oid);
+            let statement = Prepared::new(
+                &[UUIDOID, TEXTOID, TEXTOID],
+                queue_sql(function_oid, formats),
+            );
+            *cell.borrow_mut() = Some((function_oid, formats, statement));
         }
         // A shared borrow: a trigger a user put on the deliveries may bring us back here.
         let current = cell.borrow();
@@ -240,7 +244,7 @@ fn queue(
         // SAFETY: inside the application's transaction, which the INSERT below writes in
         // anyway; it assigns the id if there is none yet.
         unsafe { pg_sys::GetTopTransactionId() };
-        let (_, statement) = current.as_ref().expect("prepared above");
+        let (_, _, statement) = current.as_ref().expect("prepared above");
         Spi::connect_mut(|client| {
             statement
                 .run(client, &[event_id.into(), event.into(), body.into()])
@@ -249,7 +253,18 @@ fn queue(
     })
 }
 
-fn queue_sql(function_oid: pg_sys::Oid) -> String {
+/// Does the installation of this trigger function have the webhooks' format columns (0.5.0)?
+fn has_formats(function_oid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups of the function being executed and of a table by name in its
+    // schema.
+    unsafe {
+        let namespace = pg_sys::get_func_namespace(function_oid);
+        let webhook = pg_sys::get_relname_relid(c"webhook".as_ptr(), namespace);
+        webhook != pg_sys::InvalidOid && pg_sys::get_attnum(webhook, c"json_numbers".as_ptr()) != 0
+    }
+}
+
+fn queue_sql(function_oid: pg_sys::Oid, has_formats: bool) -> String {
     // SAFETY: catalog lookups of the function being executed.
     let (namespace, schema) = unsafe {
         let namespace = pg_sys::get_func_namespace(function_oid);
@@ -272,9 +287,19 @@ fn queue_sql(function_oid: pg_sys::Oid) -> String {
     } else {
         "webhook_delivery"
     };
+    // Each webhook's body (SPEC §11): the event's own unless the webhook renames keys or
+    // rewrites numbers. An installation older than 0.5.0 has no such columns yet.
+    let body = if has_formats {
+        format!(
+            "CASE WHEN w.envelope IS NULL AND w.json_numbers OPERATOR(pg_catalog.=) 'exact' THEN $3 \
+             ELSE {schema}.webhook_reshape($3, w.envelope::text, w.json_numbers) END"
+        )
+    } else {
+        "$3".to_string()
+    };
     format!(
         "INSERT INTO {schema}.{table} (webhook_id, event_id, event, body) \
-         SELECT w.id, $1, $2, $3 FROM {schema}.webhook AS w \
+         SELECT w.id, $1, $2, {body} FROM {schema}.webhook AS w \
           WHERE w.active AND {schema}.webhook_events_match(w.events, $2)"
     )
 }

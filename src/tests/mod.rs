@@ -9,6 +9,7 @@ mod events;
 mod schema;
 mod subscriptions;
 mod trigger;
+mod wire_formats;
 mod worker_sql;
 
 use pgrx::prelude::*;

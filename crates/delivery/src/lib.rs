@@ -7,11 +7,13 @@
 
 pub mod envelope;
 pub mod fair;
+pub mod format;
 pub mod health;
 pub mod http;
 pub mod pacing;
 pub mod policy;
 pub mod pool;
+pub mod reparsed;
 pub mod schedule;
 pub mod signing;
 pub mod validate;

@@ -156,6 +156,11 @@ impl NetworkPolicy {
             }
     }
 
+    /// Is `ip` in a network the operator listed (whatever the range it falls in)?
+    pub fn lists(&self, ip: IpAddr) -> bool {
+        self.allows(ip)
+    }
+
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         match refused_range(ip) {
             Some(range) if !self.allows(ip) => Err(Refusal { ip, range }),

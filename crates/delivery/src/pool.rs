@@ -444,11 +444,14 @@ fn attempt(shared: &Shared, job: Job) -> JobResult {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0);
-                let headers = message.headers(unix);
-                Request {
-                    url,
-                    headers,
-                    body: message.body,
+                match message.headers(unix) {
+                    Ok(headers) => Request {
+                        url,
+                        headers,
+                        body: message.body,
+                    },
+                    // Its format cannot be honoured for this body: nothing is sent.
+                    Err(reason) => return Outcome::failure(OutcomeKind::InvalidRequest, reason),
                 }
             }
         };
@@ -1154,6 +1157,7 @@ mod tests {
             previous_secrets: vec![],
             signature_header: "X-Webhook-Signature".into(),
             custom_headers: vec![],
+            wire_format: Default::default(),
             user_agent: "webhook_ext/test".into(),
         };
         let expected_signature = crate::signing::hex_signature("s3cr3t", b"{}");

@@ -23,10 +23,12 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, body)>`.
 pub fn hex_signature(secret: &str, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(hmac_sha256(secret.as_bytes(), &[body]))
-    )
+    format!("sha256={}", hex_digest(secret, body))
+}
+
+/// `<lowercase hex HMAC-SHA256(secret, input)>`, keyed with the secret's text.
+pub fn hex_digest(secret: &str, input: &[u8]) -> String {
+    hex::encode(hmac_sha256(secret.as_bytes(), &[input]))
 }
 
 /// The HMAC key Standard Webhooks derives from a secret: the base64 payload of a `whsec_`

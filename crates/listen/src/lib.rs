@@ -41,4 +41,4 @@ pub use receiver::Receiver;
 pub use reply::Reply;
 pub use request::{serve_requests, Next, RecordedRequest, Request};
 pub use server::{Connection, Options, Server, Stop};
-pub use verify::{verify_hex, verify_standard};
+pub use verify::{verify_bare_hex, verify_hex, verify_standard, verify_token};

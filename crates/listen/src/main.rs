@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use clap::{ArgGroup, Parser};
 use report::{Delivery, Timestamp, Verdict};
-use webhook_listen::{verify_hex, verify_standard, Receiver, RecordedRequest, Reply};
+use webhook_listen::{
+    verify_bare_hex, verify_hex, verify_standard, verify_token, Receiver, RecordedRequest, Reply,
+};
 
 /// Listen on 127.0.0.1, verify each webhook delivery's signatures and print it.
 ///
@@ -29,9 +31,16 @@ struct Args {
     /// Read the secret from this environment variable instead.
     #[arg(long, value_name = "VAR")]
     secret_env: Option<String>,
-    /// Header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
+    /// Header carrying `sha256=<hex HMAC-SHA256(secret, body)>` (or what --signature-format says).
     #[arg(long, value_name = "NAME", default_value = "X-Webhook-Signature")]
     header: String,
+    /// The webhook's signature_format: what --header carries. `sha256=hex`; `hex` (the bare
+    /// digest); `secret` (the secret itself, compared as a token); `none` (no such header: the
+    /// Standard Webhooks signature must be valid). For signature_input 'python_sorted_json'
+    /// use `none`: the Standard Webhooks signature always covers the exact body.
+    #[arg(long, value_name = "FORMAT", default_value = "sha256=hex",
+          value_parser = ["sha256=hex", "hex", "secret", "none"])]
+    signature_format: String,
     /// Status answered to accepted deliveries.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=599))]
     status: u16,
@@ -96,15 +105,27 @@ fn main() -> ExitCode {
 
 /// Verifies and prints one delivery and picks its answer.
 fn answer(args: &Args, secret: &str, request: &RecordedRequest, index: usize) -> Reply {
-    let signature = Verdict::from_check(request.header(&args.header), |value| {
-        verify_hex(secret, &request.body, value)
+    let format = args.signature_format.as_str();
+    let header = if format == "none" {
+        None
+    } else {
+        request.header(&args.header)
+    };
+    let signature = Verdict::from_check(header, |value| match format {
+        "hex" => verify_bare_hex(secret, &request.body, value),
+        "secret" => verify_token(secret, value),
+        _ => verify_hex(secret, &request.body, value),
     });
     let standard = Verdict::from_check(request.header("webhook-signature"), |value| {
         let id = request.header("webhook-id").unwrap_or_default();
         let ts = request.header("webhook-timestamp").unwrap_or_default();
         verify_standard(secret, id, ts, &request.body, value)
     });
-    let rejected = signature != Verdict::Valid || standard == Verdict::Invalid;
+    let rejected = if format == "none" {
+        standard != Verdict::Valid
+    } else {
+        signature != Verdict::Valid || standard == Verdict::Invalid
+    };
     let (status, text) = if index < args.fail_first {
         (args.fail_status, "failing on purpose (--fail-first)")
     } else if rejected && !args.accept_invalid {

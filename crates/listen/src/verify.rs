@@ -26,6 +26,24 @@ pub fn verify_hex(secret: &str, body: &[u8], header_value: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+/// Checks a bare `<hex HMAC-SHA256(secret, body)>` (a webhook's `signature_format => 'hex'`).
+pub fn verify_bare_hex(secret: &str, body: &[u8], header_value: &str) -> bool {
+    let value = header_value.trim();
+    !value.starts_with("sha256=") && verify_hex(secret, body, &format!("sha256={value}"))
+}
+
+/// Checks a shared token (`signature_format => 'secret'`: the header carries the secret
+/// itself), in constant time.
+pub fn verify_token(secret: &str, header_value: &str) -> bool {
+    let (expected, given) = (secret.as_bytes(), header_value.trim().as_bytes());
+    expected.len() == given.len()
+        && expected
+            .iter()
+            .zip(given)
+            .fold(0u8, |differs, (a, b)| differs | (a ^ b))
+            == 0
+}
+
 /// Checks a Standard Webhooks `webhook-signature` header: true if any of its
 /// space-separated `v1,<base64>` tokens is HMAC-SHA256(key, "<id>.<ts>.<body>").
 /// The key is the base64 after `whsec_` for such secrets, else the secret's bytes.
@@ -68,6 +86,16 @@ mod tests {
     const SW_TS: &str = "1649367553";
     const SW_BODY: &[u8] = br#"{"email":"test@example.com","username":"test_user"}"#;
     const SW_SIG: &str = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+
+    #[test]
+    fn bare_hex_and_token() {
+        assert!(verify_bare_hex("key", FOX, FOX_HEX));
+        assert!(!verify_bare_hex("key", FOX, &format!("sha256={FOX_HEX}")));
+        assert!(!verify_bare_hex("other", FOX, FOX_HEX));
+        assert!(verify_token("tok_1", "tok_1"));
+        assert!(!verify_token("tok_1", "tok_2"));
+        assert!(!verify_token("tok_1", "tok_10"));
+    }
 
     #[test]
     fn hex_known_vector() {

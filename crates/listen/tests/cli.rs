@@ -237,6 +237,57 @@ fn fail_first_secret_env_custom_header_and_stale_timestamp() {
 }
 
 #[test]
+fn signature_formats_bare_hex_token_and_none() {
+    let body = br#"{"id":"evt_3"}"#;
+    let ts = now();
+    let bare = hex::encode(hmac(b"plain-secret", &[body]));
+    let standard = signed_headers("plain-secret", "evt_3", body, &ts);
+    let header = |value: String| vec![("X-Signature".to_string(), value)];
+    let cases = [
+        ("hex", header(bare.clone()), 200),
+        (
+            "hex",
+            vec![("X-Signature".into(), format!("sha256={bare}"))],
+            401,
+        ),
+        (
+            "secret",
+            vec![("X-Signature".into(), "plain-secret".into())],
+            200,
+        ),
+        (
+            "secret",
+            vec![("X-Signature".into(), "guessed".into())],
+            401,
+        ),
+        ("none", standard.clone(), 200),
+        ("none", vec![("X-Signature".into(), bare.clone())], 401),
+    ];
+    for (format, headers, expected) in cases {
+        let mut listen = Listen::spawn(
+            &[
+                "--port",
+                "0",
+                "--secret",
+                "plain-secret",
+                "--header",
+                "X-Signature",
+                "--signature-format",
+                format,
+                "--json",
+                "--exit-after",
+                "1",
+            ],
+            &[],
+        );
+        let response = post(listen.port, &as_refs(&headers), body);
+        assert_eq!(response.status, expected, "{format} {headers:?}");
+        assert_eq!(listen.json_line()["status"], expected);
+        assert!(listen.wait_exit().success());
+    }
+}
+
+#[test]
 fn readable_mode_prints_a_block_and_accept_invalid_answers_unsigned() {
     let mut listen = Listen::spawn(
         &[
@@ -284,6 +335,7 @@ fn help_documents_every_flag_and_a_secret_is_required() {
         "--secret",
         "--secret-env",
         "--header",
+        "--signature-format",
         "--status",
         "--fail-first",
         "--fail-status",
