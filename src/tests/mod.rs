@@ -948,3 +948,4 @@ mod tests {
         );
     }
 }
+mod partner_control;
