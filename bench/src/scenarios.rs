@@ -23,6 +23,8 @@ use crate::util::{
 };
 use crate::wal;
 
+mod filters;
+
 /// Sizes of one run: `full()` is the issue's, `quick()` a smoke test of every scenario.
 #[derive(Debug, Clone)]
 pub struct Sizes {
@@ -319,7 +321,7 @@ impl Bench {
             only.is_empty() || only.iter().any(|o| title.starts_with(&format!("{o}.")))
         };
         type Step = fn(&mut Bench, &mut Section) -> Result<()>;
-        let steps: [(&str, Step); 7] = [
+        let steps: [(&str, Step); 8] = [
             ("1. Throughput", Bench::throughput),
             ("5. Isolation: one receiver never answers", Bench::isolation),
             ("2. Latency at a steady 200 events/s", Bench::latency),
@@ -327,6 +329,7 @@ impl Bench {
             ("7. WAL per delivered event", Bench::wal_per_event),
             ("4. Backlog", Bench::backlog),
             ("6. Footprint", Bench::footprint),
+            ("8. Filters per subscription", Bench::filters),
         ];
         for (title, step) in steps {
             if !wanted(title) {

@@ -289,7 +289,11 @@ mod tests {
     fn cancel_takes_a_pending_delivery_and_refuses_the_others() {
         let id = webhook("");
         run("SELECT webhook_emit('a.b', '{}'), webhook_emit('a.b', '{}'), webhook_emit('a.b', '{}')");
+        // Other tests take ids from the same sequence meanwhile: not consecutive.
         let first = count("SELECT min(id) FROM webhook_delivery");
+        let second = count(&format!(
+            "SELECT min(id) FROM webhook_delivery WHERE id > {first}"
+        ));
         assert_eq!(
             text(&format!(
                 "SELECT status || ' ' || error FROM webhook_cancel({first})"
@@ -303,10 +307,10 @@ mod tests {
         );
         assert_refused("SELECT webhook_cancel(-1)", "P0002", "-1");
         run(&format!(
-            "UPDATE webhook_delivery_store SET status = 'succeeded' WHERE id = {first} + 1"
+            "UPDATE webhook_delivery_store SET status = 'succeeded' WHERE id = {second}"
         ));
         assert_refused(
-            &format!("SELECT webhook_cancel({first} + 1)"),
+            &format!("SELECT webhook_cancel({second})"),
             "55000",
             "succeeded",
         );
@@ -340,11 +344,12 @@ mod tests {
         let id = webhook(", ordered => true");
         run("SELECT webhook_emit('a.b', '{}', key => 'k'), webhook_emit('a.b', '{}', key => 'k')");
         let first = count("SELECT min(id) FROM webhook_delivery");
+        let second = count("SELECT max(id) FROM webhook_delivery");
         // As the worker leaves them: the first waiting for a retry, the second behind it.
         run(&format!(
             "INSERT INTO webhook_delivery_due (delivery_id, webhook_id, due_at, event_key) VALUES \
                ({first}, {id}, now() + interval '1 hour', 'k'), \
-               ({first} + 1, {id}, '9999-12-31 00:00:00+00', 'k')"
+               ({second}, {id}, '9999-12-31 00:00:00+00', 'k')"
         ));
         run(&format!("SELECT webhook_cancel({first})"));
         assert_eq!(
@@ -353,7 +358,7 @@ mod tests {
         );
         // No longer ordered: nothing is held back.
         run(&format!(
-            "UPDATE webhook_delivery_due SET due_at = '9999-12-31 00:00:00+00' WHERE delivery_id = {first} + 1"
+            "UPDATE webhook_delivery_due SET due_at = '9999-12-31 00:00:00+00' WHERE delivery_id = {second}"
         ));
         run(&format!(
             "UPDATE webhook SET ordered = false WHERE id = {id}"
