@@ -226,13 +226,16 @@ BEGIN
     -- The transaction id first, the delivery ids after: the worker's walk relies on it
     -- (crates/delivery/src/walk.rs).
     PERFORM pg_current_xact_id();
-    -- The data as jsonb is computed (once) only if a matching webhook has a filter.
+    -- The data as jsonb is computed (once) only if an active webhook has a filter; the
+    -- filter comes first: with a webhook per tenant it rules out the others before their
+    -- patterns are matched.
     INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body, event_key)
     SELECT w.id, new_event_id, webhook_enqueue.event, body, webhook_enqueue.key
       FROM @extschema@.webhook AS w
-     WHERE w.active AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event)
+     WHERE w.active
        AND (w.filter IS NULL
-            OR (SELECT webhook_enqueue.data::jsonb) OPERATOR(pg_catalog.@>) w.filter);
+            OR (SELECT webhook_enqueue.data::jsonb) OPERATOR(pg_catalog.@>) w.filter)
+       AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event);
     GET DIAGNOSTICS queued = ROW_COUNT;
     IF queued > 0 THEN
         PERFORM @extschema@.webhook_wake_on_commit();

@@ -31,16 +31,27 @@ impl Bench {
              `conta.*` without a filter, vs {TENANTS} webhooks on `conta.*` each with \
              `filter => '{{\"tenant_id\": n}}'`: one delivery per INSERT either way. Runs \
              alternate (median of two each); the queue is drained and `conta` truncated before \
-             each."
+             each. Diagnostic row: {TENANTS} webhooks of which one is subscribed, none \
+             with a filter (what matching {TENANTS} webhooks costs without filters)."
         );
         self.reset_queue()?;
         let mut db = self.db()?;
         db.batch_execute(CONTA_DDL).map_err(pg)?;
         let script = self.conta_script()?;
         let url = self.recv.url("/conta");
-        let set_webhooks = |b: &Bench, filtered: bool| -> Result<()> {
+        // `filtered`: 100 filtering webhooks; else one webhook, plus (`others`) 99 without a
+        // filter subscribed to an event nobody emits (matching 100 webhooks, no filter).
+        let set_webhooks = |b: &Bench, filtered: bool, others: bool| -> Result<()> {
             b.reset_queue()?;
             let mut db = b.db()?;
+            if others {
+                db.execute(
+                    "SELECT count(webhook_create($1, $2, '{nobody.*}'))
+                       FROM generate_series(2, $3::bigint)",
+                    &[&url, &super::SECRET, &TENANTS],
+                )
+                .map_err(pg)?;
+            }
             if filtered {
                 db.execute(
                     "SELECT count(webhook_create($1, $2, '{conta.*}',
@@ -56,13 +67,13 @@ impl Bench {
         };
         let (mut one, mut hundred) = (Vec::new(), Vec::new());
         for _ in 0..2 {
-            set_webhooks(self, false)?;
+            set_webhooks(self, false, false)?;
             one.push(self.pgbench(&script, secs)?);
             log(format!(
                 "S8: 1 webhook, no filter: {:.0} tps",
                 one.last().unwrap()
             ));
-            set_webhooks(self, true)?;
+            set_webhooks(self, true, false)?;
             hundred.push(self.pgbench(&script, secs)?);
             log(format!(
                 "S8: {TENANTS} webhooks filtering on tenants: {:.0} tps",
@@ -81,6 +92,12 @@ impl Bench {
             )
             .map_err(pg)?
             .get(0);
+        // Diagnostic: 100 webhooks to match, none filtering (the filter's own share).
+        set_webhooks(self, false, true)?;
+        let unfiltered = self.pgbench(&script, secs)?;
+        log(format!(
+            "S8: {TENANTS} webhooks, one matching, no filter: {unfiltered:.0} tps"
+        ));
         self.reset_queue()?;
         db.batch_execute("DROP TABLE conta").map_err(pg)?;
         let (o, h) = (median(&one), median(&hundred));
@@ -93,6 +110,14 @@ impl Bench {
             )
             .target("≥ 90 %", h >= 0.90 * o),
         );
+        sec.rows.push(Row::compared(
+            format!(
+                "INSERT/s with {TENANTS} webhooks, one subscribed, none filtering (diagnostic)"
+            ),
+            thousands(unfiltered),
+            format!("{} with {TENANTS} filtering", thousands(h)),
+            pct(h, unfiltered),
+        ));
         sec.notes.push(format!(
             "Every delivery of the filtered run went to the webhook of its row's tenant: {delivered_each}."
         ));
