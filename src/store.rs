@@ -195,6 +195,8 @@ pub struct Claimed {
     pub ordered_key: Option<String>,
     /// Statuses that fail it at once (the webhook's no_retry_statuses).
     pub no_retry_statuses: Vec<i32>,
+    /// Its event_key, whatever its webhook (a manual retry releases the next with its key).
+    pub event_key: Option<String>,
 }
 
 impl std::fmt::Debug for Claimed {
@@ -265,6 +267,7 @@ impl Found {
             from_due: self.due_us.is_some(),
             ordered_key: None,
             no_retry_statuses: webhook.no_retry_statuses.clone(),
+            event_key: self.event_key,
         }
     }
 }

@@ -1136,6 +1136,8 @@ impl RoundPlan {
                 let ordered_key = ordered_key(controls, &found);
                 let mut claimed = found.claim(webhook, "pending");
                 claimed.ordered_key = ordered_key;
+                // Only manual retries need it; not kept for every delivery in flight.
+                claimed.event_key = None;
                 Some(claimed)
             })
             .collect();

@@ -73,7 +73,7 @@ fn webhook_trigger<'a>(
     });
     let chooses_columns = args
         .last()
-        .is_some_and(|last| columns::parse_selection(last).is_some());
+        .is_some_and(|last| last.starts_with("columns=") || last.starts_with("exclude="));
     let selection_argument = if chooses_columns { args.pop() } else { None };
     let event = event_name(trigger, &args, &op);
     validate::event_name(&event).unwrap_or_else(|e| refuse(e));
