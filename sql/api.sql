@@ -51,7 +51,8 @@ BEGIN
         END IF;
     ELSIF NEW.ordered IS DISTINCT FROM OLD.ordered
        OR NEW.max_per_second IS DISTINCT FROM OLD.max_per_second
-       OR NEW.active IS DISTINCT FROM OLD.active THEN
+       OR (NEW.active IS DISTINCT FROM OLD.active
+           AND (NEW.ordered OR NEW.max_per_second IS NOT NULL)) THEN
         PERFORM @extschema@.webhook_controls_changed_on_commit();
     END IF;
     IF TG_OP = 'UPDATE' THEN
