@@ -367,19 +367,16 @@ fn no_retry_statuses_fail_a_delivery_at_once_and_other_statuses_still_retry() {
 }
 
 #[test]
-fn cancel_refuses_a_delivery_in_flight_and_a_finished_one() {
+fn cancel_refuses_a_delivery_in_flight_and_takes_it_once_it_waits_for_a_retry() {
     let mut db = connect_shared();
     let event = unique("boleto");
-    let slow = Receiver::always(Reply::Delay {
-        // Under the test clusters' webhook.timeout (2 s).
-        delay: Duration::from_secs(1),
-        then: Box::new(Reply::ok()),
-    });
+    // In flight until the test clusters' webhook.timeout (2 s), then pending for a retry.
+    let hanging = Receiver::always(Reply::Hang);
     let webhook_id = query_i64(
         &mut db,
         &format!(
             "SELECT id FROM webhook_create('{}', events => ARRAY['{event}.*'])",
-            slow.url()
+            hanging.url()
         ),
     );
     db.execute(
@@ -401,7 +398,28 @@ fn cancel_refuses_a_delivery_in_flight_and_a_finished_one() {
         "{}",
         db_message(&error)
     );
-    wait_for_status(&mut db, id, "succeeded", DEADLINE);
+    // Timed out: pending, its retry due in a minute. Cancelled, nothing more is sent.
+    wait_until("the timeout to be recorded", DEADLINE, || {
+        let row = db
+            .query_one(
+                "SELECT status, attempts FROM webhook_delivery WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (row.get::<_, String>(0) == "pending" && row.get::<_, i32>(1) == 1).then_some(())
+    });
+    let cancelled: String = db
+        .query_one("SELECT status FROM webhook_cancel($1)", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(cancelled, "cancelled");
+    assert_eq!(
+        query_i64(
+            &mut db,
+            &format!("SELECT count(*) FROM webhook_delivery_due WHERE delivery_id = {id}")
+        ),
+        0
+    );
     let error = db
         .query_one("SELECT webhook_cancel($1)", &[&id])
         .unwrap_err();
@@ -418,7 +436,10 @@ fn cancel_refuses_a_delivery_in_flight_and_a_finished_one() {
 /// later delivery back.
 #[test]
 fn an_ordered_key_stays_held_across_a_worker_restart() {
-    let mut db = connect_shared();
+    // A cluster of its own: the other tests' deliveries in flight must not see the restart.
+    let cluster = Cluster::start("ordered_restart", "");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
     let event = unique("pedido");
     let calls = Arc::new(Mutex::new(0usize));
     let counter = calls.clone();
