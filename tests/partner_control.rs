@@ -203,6 +203,18 @@ fn two_partners_get_their_tenant_without_personal_data_in_order_and_at_their_pac
         span >= Duration::from_secs_f64((12.0 - 2.0) / 5.0),
         "12 requests in {span:?}: faster than 5/s"
     );
+    // Pacing one endpoint holds no other: the ordered partner's other clients were served
+    // before the paced partner's backlog was through.
+    for request in &requests {
+        let d = data(request);
+        if d["id"] != first {
+            assert!(
+                request.received_at < times[11],
+                "client {} waited for the paced partner",
+                d["id"]
+            );
+        }
+    }
 }
 
 #[test]
@@ -510,4 +522,57 @@ fn an_ordered_key_stays_held_across_a_worker_restart() {
         .map(|r| data(r)["v"].clone())
         .collect();
     assert_eq!(order, [1, 9, 1, 2].map(Value::from).to_vec());
+}
+
+/// A manual retry that ends a delivery of an ordered webhook lets the next one with its key go.
+#[test]
+fn a_manual_retry_that_succeeds_releases_the_next_delivery_with_its_key() {
+    let mut db = connect_shared();
+    let event = unique("fatura");
+    let (receiver, healthy) = recovering_receiver(500);
+    let webhook_id = query_i64(
+        &mut db,
+        &format!(
+            "SELECT id FROM webhook_create('{}', events => ARRAY['{event}.*'], ordered => true)",
+            receiver.url()
+        ),
+    );
+    // The automatic retry would come in an hour: only the manual one can end it.
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s,1h}' WHERE id = $1",
+        &[&webhook_id],
+    )
+    .unwrap();
+    for v in [1, 2] {
+        db.execute(
+            &format!("SELECT webhook_emit('{event}.paga', '{{\"v\": {v}}}', key => 'f1')"),
+            &[],
+        )
+        .unwrap();
+    }
+    let first = query_i64(
+        &mut db,
+        &format!("SELECT min(id) FROM webhook_delivery WHERE webhook_id = {webhook_id}"),
+    );
+    wait_until("the first attempt to be recorded", DEADLINE, || {
+        (query_i64(
+            &mut db,
+            &format!("SELECT attempts::bigint FROM webhook_delivery WHERE id = {first}"),
+        ) == 1)
+            .then_some(())
+    });
+    assert_eq!(receiver.count(), 1, "the second waits behind the first");
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let status: String = db
+        .query_one("SELECT status FROM webhook_retry($1)", &[&first])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "succeeded");
+    wait_all_succeeded(&mut db, webhook_id, 2);
+    let order: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .map(|r| data(r)["v"].clone())
+        .collect();
+    assert_eq!(order, [1, 1, 2].map(Value::from).to_vec());
 }
