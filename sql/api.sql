@@ -38,6 +38,37 @@ BEGIN
         RAISE EXCEPTION 'invalid retry_schedule: it needs 1 to 50 delays, each between 0 and 7 days'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF NEW.ordered IS NULL THEN
+        RAISE EXCEPTION 'invalid ordered: must be true or false, not NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.filter IS NOT NULL AND jsonb_typeof(NEW.filter) <> 'object' THEN
+        RAISE EXCEPTION 'invalid filter: it must be a JSON object such as {"tenant_id": 7}, or NULL for every event'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.max_per_second IS NOT NULL
+       AND NOT (NEW.max_per_second > 0 AND NEW.max_per_second <= 100000) THEN
+        RAISE EXCEPTION 'invalid max_per_second: it must be greater than 0 and at most 100000, or NULL for no limit'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.no_retry_statuses IS NOT NULL AND EXISTS (
+           SELECT 1 FROM unnest(NEW.no_retry_statuses) AS s(status)
+            WHERE s.status IS NULL OR s.status NOT BETWEEN 400 AND 599) THEN
+        RAISE EXCEPTION 'invalid no_retry_statuses: each status must be between 400 and 599'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The worker keeps ordered webhooks and rate limits in memory: it reloads them after this
+    -- transaction commits.
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.ordered OR NEW.max_per_second IS NOT NULL THEN
+            PERFORM @extschema@.webhook_controls_changed_on_commit();
+        END IF;
+    ELSIF NEW.ordered IS DISTINCT FROM OLD.ordered
+       OR NEW.max_per_second IS DISTINCT FROM OLD.max_per_second
+       OR (NEW.active IS DISTINCT FROM OLD.active
+           AND (NEW.ordered OR NEW.max_per_second IS NOT NULL)) THEN
+        PERFORM @extschema@.webhook_controls_changed_on_commit();
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
         IF NEW.active AND NOT OLD.active THEN
@@ -70,6 +101,12 @@ BEGIN
     DELETE FROM @extschema@.webhook_delivery_due AS due
      WHERE due.webhook_id = NEW.id
        AND NOT @extschema@.webhook_delivery_in_flight(due.delivery_id);
+    -- Disabled by the worker (410 Gone, the failure streak), or by hand with a reason.
+    IF NEW.disabled_reason IS NOT NULL THEN
+        PERFORM @extschema@.webhook_notify_operational('webhook_ext.webhook.disabled',
+            jsonb_build_object('type', 'webhook.disabled', 'webhook_id', NEW.id,
+                               'reason', NEW.disabled_reason));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -95,6 +132,24 @@ CREATE TRIGGER webhook_after_reactivate
     FOR EACH ROW WHEN (NOT OLD.active AND NEW.active)
     EXECUTE FUNCTION webhook_after_reactivate();
 
+-- No longer ordered: deliveries waiting behind an earlier one with the same key are due now
+-- (a retry keeps its time).
+CREATE FUNCTION webhook_after_unordered() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE @extschema@.webhook_delivery_due AS due
+       SET due_at = least(due.due_at, now()), event_key = NULL
+     WHERE due.webhook_id = NEW.id AND due.event_key IS NOT NULL;
+    PERFORM @extschema@.webhook_due_changed_on_commit();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhook_after_unordered
+    AFTER UPDATE OF ordered ON webhook
+    FOR EACH ROW WHEN (OLD.ordered AND NOT NEW.ordered)
+    EXECUTE FUNCTION webhook_after_unordered();
+
 ------------------------------------------------------------------------------------------
 -- What users read. A delivery is 'delivering' while the worker (or webhook_retry in some
 -- session) has an attempt of it in flight: that is known in shared memory, not stored.
@@ -104,7 +159,8 @@ SELECT d.id, d.webhook_id, d.event_id, d.event, d.body,
        CASE WHEN d.status = 'pending' AND @extschema@.webhook_delivery_in_flight(d.id)
             THEN 'delivering' ELSE d.status END AS status,
        d.attempts, d.attempts_before_replay, d.next_attempt_at, d.response_status,
-       d.response_body, d.error, d.duration_ms, d.created_at, d.updated_at, d.delivered_at
+       d.response_body, d.error, d.duration_ms, d.created_at, d.updated_at, d.delivered_at,
+       d.event_key
   FROM @extschema@.webhook_delivery_store AS d;
 COMMENT ON VIEW webhook_delivery IS 'webhook_ext: one row per (event, subscriber) with its latest delivery state';
 REVOKE ALL ON webhook_delivery FROM PUBLIC;
@@ -204,7 +260,11 @@ CREATE FUNCTION webhook_create(
     envelope         jsonb   DEFAULT NULL,
     signature_format text    DEFAULT 'sha256=hex',
     signature_input  text    DEFAULT 'body',
-    json_numbers     text    DEFAULT 'exact'
+    json_numbers     text    DEFAULT 'exact',
+    ordered          boolean DEFAULT false,
+    filter           jsonb   DEFAULT NULL,
+    max_per_second   numeric DEFAULT NULL,
+    no_retry_statuses integer[] DEFAULT NULL
 ) RETURNS webhook
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -227,17 +287,20 @@ BEGIN
     END IF;
     INSERT INTO @extschema@.webhook (url, secret, events, description, name, headers,
                                      signature_header, envelope, signature_format,
-                                     signature_input, json_numbers)
+                                     signature_input, json_numbers,
+                                     ordered, filter, max_per_second, no_retry_statuses)
     VALUES (webhook_create.url, effective_secret, webhook_create.events,
             webhook_create.description, webhook_create.name, webhook_create.headers,
             webhook_create.signature_header, webhook_create.envelope,
             webhook_create.signature_format, webhook_create.signature_input,
-            webhook_create.json_numbers)
+            webhook_create.json_numbers,
+            webhook_create.ordered, webhook_create.filter, webhook_create.max_per_second,
+            webhook_create.no_retry_statuses)
     RETURNING * INTO created;
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text) IS
+COMMENT ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text, boolean, jsonb, numeric, integer[]) IS
     'Register a webhook; a NULL secret is generated and returned once in the row';
 
 CREATE FUNCTION webhook_update(
@@ -251,7 +314,11 @@ CREATE FUNCTION webhook_update(
     envelope         jsonb   DEFAULT NULL,
     signature_format text    DEFAULT NULL,
     signature_input  text    DEFAULT NULL,
-    json_numbers     text    DEFAULT NULL
+    json_numbers     text    DEFAULT NULL,
+    ordered          boolean DEFAULT NULL,
+    filter           jsonb   DEFAULT NULL,
+    max_per_second   numeric DEFAULT NULL,
+    no_retry_statuses integer[] DEFAULT NULL
 ) RETURNS webhook
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -268,7 +335,11 @@ BEGIN
            envelope         = coalesce(webhook_update.envelope, w.envelope),
            signature_format = coalesce(webhook_update.signature_format, w.signature_format),
            signature_input  = coalesce(webhook_update.signature_input, w.signature_input),
-           json_numbers     = coalesce(webhook_update.json_numbers, w.json_numbers)
+           json_numbers     = coalesce(webhook_update.json_numbers, w.json_numbers),
+           ordered          = coalesce(webhook_update.ordered, w.ordered),
+           filter           = coalesce(webhook_update.filter, w.filter),
+           max_per_second   = coalesce(webhook_update.max_per_second, w.max_per_second),
+           no_retry_statuses = coalesce(webhook_update.no_retry_statuses, w.no_retry_statuses)
      WHERE w.id = webhook_update.id
     RETURNING w.* INTO updated;
     IF NOT FOUND THEN
@@ -281,8 +352,8 @@ BEGIN
     RETURN updated;
 END
 $$;
-COMMENT ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text) IS
-    'Change a webhook; NULL arguments leave their field unchanged';
+COMMENT ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text, boolean, jsonb, numeric, integer[]) IS
+    'Change a webhook; NULL arguments leave their field unchanged (clear filter, max_per_second or no_retry_statuses with UPDATE webhook SET ... = NULL)';
 
 CREATE FUNCTION webhook_delete(id bigint) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -332,8 +403,9 @@ COMMENT ON FUNCTION webhook_rotate_secret(bigint, text, interval) IS
 -- Events
 ------------------------------------------------------------------------------------------
 -- Queue one delivery per active webhook whose patterns match. `data` is JSON text: a row from
--- row_to_json() keeps its column order in the body. `changes` becomes data.alteracoes.
-CREATE FUNCTION webhook_enqueue(event text, data json, changes json DEFAULT NULL)
+-- row_to_json() keeps its column order in the body. `changes` becomes data.alteracoes; `key`
+-- is the delivery's event_key. A webhook with a filter gets the event only if data contains it.
+CREATE FUNCTION webhook_enqueue(event text, data json, changes json DEFAULT NULL, key text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -351,13 +423,20 @@ BEGIN
     -- The transaction id first, the delivery ids after: the worker's walk relies on it
     -- (crates/delivery/src/walk.rs).
     PERFORM pg_current_xact_id();
-    -- Each webhook's body: the event's own unless it renames keys or rewrites numbers.
-    INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body)
+    -- Each webhook's body: the event's own unless it renames keys or rewrites numbers. The
+    -- data as jsonb is computed (once) only if an active webhook has a filter; the filter
+    -- comes first: with a webhook per tenant it rules out the others before their patterns
+    -- are matched.
+    INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body, event_key)
     SELECT w.id, new_event_id, webhook_enqueue.event,
            CASE WHEN w.envelope IS NULL AND w.json_numbers = 'exact' THEN body
-                ELSE @extschema@.webhook_reshape(body, w.envelope::text, w.json_numbers) END
+                ELSE @extschema@.webhook_reshape(body, w.envelope::text, w.json_numbers) END,
+           webhook_enqueue.key
       FROM @extschema@.webhook AS w
-     WHERE w.active AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event);
+     WHERE w.active
+       AND (w.filter IS NULL
+            OR (SELECT webhook_enqueue.data::jsonb) OPERATOR(pg_catalog.@>) w.filter)
+       AND @extschema@.webhook_events_match(w.events, webhook_enqueue.event);
     GET DIAGNOSTICS queued = ROW_COUNT;
     IF queued > 0 THEN
         PERFORM @extschema@.webhook_wake_on_commit();
@@ -366,12 +445,47 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION webhook_emit(event text, data jsonb) RETURNS integer
+CREATE FUNCTION webhook_emit(event text, data jsonb, key text DEFAULT NULL) RETURNS integer
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT @extschema@.webhook_enqueue(event, data::json);
+    SELECT @extschema@.webhook_enqueue(event, data::json, NULL, key);
 $$;
-COMMENT ON FUNCTION webhook_emit(text, jsonb) IS
-    'Queue an event for every active webhook whose events match; returns how many deliveries';
+COMMENT ON FUNCTION webhook_emit(text, jsonb, text) IS
+    'Queue an event for every active webhook whose events match (and filter, if any); key is its event_key; returns how many deliveries';
+
+-- Operational events (webhook_ext.webhook.disabled, webhook_ext.delivery.failed): a NOTIFY on
+-- channel webhook_ext, and a delivery to each active webhook that names a webhook_ext.
+-- pattern explicitly ('*' alone does not match them).
+CREATE FUNCTION webhook_notify_operational(event text, data jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_event_id uuid := gen_random_uuid();
+    body text;
+    queued integer;
+BEGIN
+    PERFORM pg_notify('webhook_ext', webhook_notify_operational.data::text);
+    body := @extschema@.webhook_envelope(
+        new_event_id::text, webhook_notify_operational.event,
+        floor(extract(epoch FROM clock_timestamp()))::bigint,
+        webhook_notify_operational.data::text, NULL);
+    PERFORM pg_current_xact_id();
+    -- Each webhook's body in its own format, as webhook_enqueue makes it.
+    INSERT INTO @extschema@.webhook_delivery_store (webhook_id, event_id, event, body)
+    SELECT w.id, new_event_id, webhook_notify_operational.event,
+           CASE WHEN w.envelope IS NULL AND w.json_numbers = 'exact' THEN body
+                ELSE @extschema@.webhook_reshape(body, w.envelope::text, w.json_numbers) END
+      FROM @extschema@.webhook AS w
+     WHERE w.active
+       AND @extschema@.webhook_events_match(
+               ARRAY(SELECT p FROM unnest(w.events) AS p WHERE starts_with(p, 'webhook_ext.')),
+               webhook_notify_operational.event)
+       AND (w.filter IS NULL OR webhook_notify_operational.data @> w.filter);
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        PERFORM @extschema@.webhook_wake_on_commit();
+    END IF;
+    RETURN queued;
+END
+$$;
 
 -- Row-level AFTER trigger: webhook_trigger('cliente') emits cliente.created/updated/deleted;
 -- webhook_trigger('cliente.criado', 'cliente.atualizado', 'cliente.excluido') names them.
@@ -380,6 +494,13 @@ COMMENT ON FUNCTION webhook_emit(text, jsonb) IS
 -- needs no pinned search_path (whose save and restore per row cost more than the queueing).
 CREATE FUNCTION webhook_trigger() RETURNS trigger
 LANGUAGE c SECURITY DEFINER AS 'MODULE_PATHNAME', 'webhook_trigger_wrapper';
+-- webhook_trigger_check('cliente', 'exclude=cpf,senha_hash'): the check of the trigger's
+-- last argument that the trigger makes when it first fires, to run when creating it.
+CREATE FUNCTION webhook_trigger_check(relation regclass, selection text) RETURNS boolean
+LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'webhook_trigger_check_wrapper';
+COMMENT ON FUNCTION webhook_trigger_check(regclass, text) IS
+    'Check a webhook_trigger columns=/exclude= argument against a table (22023 naming an unknown column)';
+
 COMMENT ON FUNCTION webhook_trigger() IS
     'AFTER ... FOR EACH ROW trigger: one prefix, or three event names for INSERT, UPDATE, DELETE';
 
@@ -456,6 +577,99 @@ $$;
 COMMENT ON FUNCTION webhook_replay(bigint, timestamptz, timestamptz, text) IS
     'Re-queue a webhook''s deliveries created in [since, until) with the given status; returns how many';
 
+-- Cancel one pending delivery. The next delivery of an ordered webhook with the same key,
+-- waiting behind it, becomes due.
+CREATE FUNCTION webhook_cancel(id bigint) RETURNS webhook_delivery
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target @extschema@.webhook_delivery_store;
+    cancelled @extschema@.webhook_delivery;
+BEGIN
+    SELECT * INTO target FROM @extschema@.webhook_delivery_store AS d
+     WHERE d.id = webhook_cancel.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', webhook_cancel.id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF target.status = 'pending' AND @extschema@.webhook_delivery_in_flight(target.id) THEN
+        RAISE EXCEPTION 'delivery % is being delivered; cancel it if it is pending again', target.id
+            USING ERRCODE = 'object_in_use';
+    END IF;
+    IF target.status <> 'pending' THEN
+        RAISE EXCEPTION 'delivery % is already %: only a pending delivery can be cancelled',
+            target.id, target.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE @extschema@.webhook_delivery_store AS d
+       SET status = 'cancelled', next_attempt_at = NULL,
+           error = 'cancelled by webhook_cancel()', updated_at = now()
+     WHERE d.id = target.id;
+    DELETE FROM @extschema@.webhook_delivery_due AS due WHERE due.delivery_id = target.id;
+    IF target.event_key IS NOT NULL THEN
+        UPDATE @extschema@.webhook_delivery_due AS due SET due_at = now()
+         WHERE due.delivery_id = (SELECT min(n.delivery_id) FROM @extschema@.webhook_delivery_due AS n
+                                   WHERE n.webhook_id = target.webhook_id
+                                     AND n.event_key = target.event_key)
+           AND due.due_at = '9999-12-31 00:00:00+00';
+        IF FOUND THEN
+            PERFORM @extschema@.webhook_due_changed_on_commit();
+        END IF;
+    END IF;
+    SELECT * INTO cancelled FROM @extschema@.webhook_delivery AS d WHERE d.id = target.id;
+    RETURN cancelled;
+END
+$$;
+COMMENT ON FUNCTION webhook_cancel(bigint) IS
+    'Cancel one pending delivery (55006 while in flight, 55000 when already finished)';
+
+-- Cancel a webhook's pending deliveries created in [since, until) (since NULL: from the
+-- first); those in flight finish as usual. Returns how many were cancelled.
+CREATE FUNCTION webhook_cancel_pending(
+    webhook_id bigint,
+    since      timestamptz DEFAULT NULL,
+    until      timestamptz DEFAULT now()
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cancelled_count integer;
+BEGIN
+    IF until IS NULL OR since > until THEN
+        RAISE EXCEPTION 'invalid since/until: until is required and since must not be after it'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM FROM @extschema@.webhook AS w WHERE w.id = webhook_cancel_pending.webhook_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_cancel_pending.webhook_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    WITH cancelled AS (
+        UPDATE @extschema@.webhook_delivery_store AS d
+           SET status = 'cancelled', next_attempt_at = NULL,
+               error = 'cancelled by webhook_cancel_pending()', updated_at = now()
+         WHERE d.webhook_id = webhook_cancel_pending.webhook_id
+           AND d.status = 'pending'
+           AND (since IS NULL OR d.created_at >= since) AND d.created_at < until
+           AND NOT @extschema@.webhook_delivery_in_flight(d.id)
+        RETURNING d.id),
+    dropped AS (
+        DELETE FROM @extschema@.webhook_delivery_due AS due
+         WHERE due.delivery_id IN (SELECT cancelled.id FROM cancelled))
+    SELECT count(*) INTO cancelled_count FROM cancelled;
+    -- Of an ordered webhook, the first delivery left of each key is due (the worker holds it
+    -- back if an earlier one of that key is in flight).
+    UPDATE @extschema@.webhook_delivery_due AS due SET due_at = now()
+     WHERE due.delivery_id IN (SELECT min(n.delivery_id) FROM @extschema@.webhook_delivery_due AS n
+                                WHERE n.webhook_id = webhook_cancel_pending.webhook_id
+                                  AND n.event_key IS NOT NULL
+                                GROUP BY n.event_key)
+       AND due.due_at = '9999-12-31 00:00:00+00';
+    PERFORM @extschema@.webhook_due_changed_on_commit();
+    RETURN cancelled_count;
+END
+$$;
+COMMENT ON FUNCTION webhook_cancel_pending(bigint, timestamptz, timestamptz) IS
+    'Cancel a webhook''s pending deliveries created in [since, until); returns how many';
+
 CREATE FUNCTION webhook_worker_status() RETURNS TABLE (
     running         boolean,
     pid             integer,
@@ -485,12 +699,18 @@ REVOKE ALL ON FUNCTION webhook_after_reactivate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_delivery_after_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_replay(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text, boolean, jsonb, numeric, integer[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_update(bigint, text, text, text[], jsonb, boolean, text, jsonb, text, text, text, boolean, jsonb, numeric, integer[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_delete(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_rotate_secret(bigint, text, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_enqueue(text, json, json) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webhook_emit(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_enqueue(text, json, json, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_emit(text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_notify_operational(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_after_unordered() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_cancel(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_cancel_pending(bigint, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_controls_changed_on_commit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_trigger_check(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_trigger() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_retry(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_check_subscription(text, text, text[], text, text) FROM PUBLIC;

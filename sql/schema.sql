@@ -19,6 +19,14 @@ CREATE TABLE webhook (
     disabled_reason             text,
     created_at                  timestamptz NOT NULL DEFAULT now(),
     updated_at                  timestamptz NOT NULL DEFAULT now(),
+    -- Per-partner control (docs/REFERENCE.md): deliveries with the same event_key one at a
+    -- time, in commit order; only events whose data contains the filter; at most this many
+    -- requests a second; these statuses fail a delivery at once. Checked by
+    -- webhook_before_write (sql/api.sql).
+    ordered                     boolean NOT NULL DEFAULT false,
+    filter                      jsonb,
+    max_per_second              numeric,
+    no_retry_statuses           integer[],
     -- The wire format a partner already verifies (SPEC §11); the defaults are the one every
     -- webhook had before, byte for byte. Checked by webhook_check_wire_format().
     envelope                    jsonb,
@@ -70,7 +78,11 @@ CREATE TABLE webhook_delivery_store (
     error            text,
     duration_ms      integer,
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    delivered_at     timestamptz
+    delivered_at     timestamptz,
+    -- The entity the event is about (the row's primary key, or webhook_emit's key): ordered
+    -- webhooks deliver one at a time per key. Written once, at queueing; last, where an
+    -- upgrade adds it, and where the outcome's HOT update leaves it out of the WAL (suffix).
+    event_key        text
 ) WITH (fillfactor = 40);
 COMMENT ON TABLE webhook_delivery_store IS 'webhook_ext: deliveries as stored; read them through the view webhook_delivery';
 -- Per webhook: its statistics, cancelling its pending deliveries, deleting it.
@@ -84,10 +96,16 @@ CREATE INDEX webhook_delivery_store_webhook_idx ON webhook_delivery_store (webho
 CREATE TABLE webhook_delivery_due (
     delivery_id  bigint PRIMARY KEY,
     webhook_id   bigint NOT NULL,
-    due_at       timestamptz NOT NULL
+    due_at       timestamptz NOT NULL,
+    -- Set only for deliveries of ordered webhooks: their key, so that a later delivery with
+    -- the same key waits behind this one (a due_at of 9999-12-31: until an earlier one ends).
+    event_key    text
 );
 COMMENT ON TABLE webhook_delivery_due IS 'webhook_ext: pending deliveries the worker will take by due time (retries, replays, backlogs)';
 CREATE INDEX webhook_delivery_due_webhook_idx ON webhook_delivery_due (webhook_id, due_at);
+-- Which keys of an ordered webhook have a delivery waiting; empty unless a webhook is ordered.
+CREATE INDEX webhook_delivery_due_key_idx ON webhook_delivery_due (webhook_id, event_key, delivery_id)
+    WHERE event_key IS NOT NULL;
 
 -- How far the worker's walk of webhook_delivery_store has seen: every delivery with an id up
 -- to frontier was sent, recorded or moved to webhook_delivery_due. One row.

@@ -87,10 +87,11 @@ pub fn record_for(
             .collect()
     });
     let schedule_in_force = own_schedule.as_deref().unwrap_or(default_schedule);
-    let verdict = schedule::decide(
+    let verdict = schedule::decide_with(
         outcome,
         claimed.schedule_position.max(1) as u32,
         schedule_in_force,
+        &claimed.no_retry_statuses,
     );
 
     let mut disable = None;

@@ -164,6 +164,8 @@ pub struct Found {
     pub webhook_active: Option<bool>,
     /// The due row it came from (its due time in µs), None if it came from the walk.
     pub due_us: Option<i64>,
+    /// The entity it is about (ordered webhooks send one at a time per key).
+    pub event_key: Option<String>,
 }
 
 /// A delivery taken for one attempt, with everything needed to send it. Its Debug form
@@ -192,6 +194,13 @@ pub struct Claimed {
     pub previous_status: String,
     /// It has a due row (a retry, a replay, a parked delivery), deleted once it is finished.
     pub from_due: bool,
+    /// Its key, when its webhook is ordered (set by the worker when it takes it): later
+    /// deliveries with that key wait until this one ends.
+    pub ordered_key: Option<String>,
+    /// Statuses that fail it at once (the webhook's no_retry_statuses).
+    pub no_retry_statuses: Vec<i32>,
+    /// Its event_key, whatever its webhook (a manual retry releases the next with its key).
+    pub event_key: Option<String>,
 }
 
 impl std::fmt::Debug for Claimed {
@@ -239,6 +248,7 @@ pub struct WebhookConfig {
     pub headers_json: String,
     pub schedule_ms: Option<Vec<i64>>,
     pub wire_format: Result<WireFormat, String>,
+    pub no_retry_statuses: Vec<i32>,
 }
 
 impl Found {
@@ -261,6 +271,9 @@ impl Found {
             wire_format: webhook.wire_format.clone(),
             previous_status: previous_status.to_string(),
             from_due: self.due_us.is_some(),
+            ordered_key: None,
+            no_retry_statuses: webhook.no_retry_statuses.clone(),
+            event_key: self.event_key,
         }
     }
 }
@@ -312,6 +325,19 @@ pub struct Statements {
     next_due: Prepared,
     load_frontier: Prepared,
     save_frontier: Prepared,
+    controls: Prepared,
+    waiting_keys: Prepared,
+    park_keyed: Prepared,
+    hold_keys: Prepared,
+    release_keys: Prepared,
+    delivery_failed: Prepared,
+}
+
+/// How the worker paces and orders one webhook (controls.sql).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Control {
+    pub ordered: bool,
+    pub max_per_second: Option<f64>,
 }
 
 impl Statements {
@@ -366,7 +392,122 @@ impl Statements {
             next_due: statement(&[], worker_sql!("next_due")),
             load_frontier: statement(&[], worker_sql!("load_frontier")),
             save_frontier: statement(&[INT8OID], worker_sql!("save_frontier")),
+            controls: statement(&[], worker_sql!("controls")),
+            waiting_keys: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("waiting_keys")),
+            park_keyed: statement(
+                &[INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID],
+                worker_sql!("park_keyed"),
+            ),
+            hold_keys: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("hold_keys")),
+            release_keys: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("release_keys")),
+            delivery_failed: statement(
+                &[INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID],
+                worker_sql!("delivery_failed"),
+            ),
         }
+    }
+
+    /// The active webhooks that are ordered or rate-limited.
+    pub fn controls(&self, client: &SpiClient<'_>) -> spi::Result<HashMap<i64, Control>> {
+        let mut controls = HashMap::new();
+        for row in self.controls.run_readonly(client, &[])? {
+            controls.insert(
+                row.get::<i64>(1)?.unwrap_or_default(),
+                Control {
+                    ordered: row.get::<bool>(2)?.unwrap_or_default(),
+                    max_per_second: row.get::<f64>(3)?,
+                },
+            );
+        }
+        Ok(controls)
+    }
+
+    /// Of these (webhook, key) pairs, those with a due row, and its lowest delivery id.
+    pub fn waiting_keys(
+        &self,
+        client: &SpiClient<'_>,
+        keys: &[(i64, String)],
+    ) -> spi::Result<HashMap<(i64, String), i64>> {
+        let mut waiting = HashMap::new();
+        if keys.is_empty() {
+            return Ok(waiting);
+        }
+        let webhooks: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let texts: Vec<String> = keys.iter().map(|k| k.1.clone()).collect();
+        for row in self
+            .waiting_keys
+            .run_readonly(client, &[webhooks.into(), texts.into()])?
+        {
+            let webhook = row.get::<i64>(1)?.unwrap_or_default();
+            let key = row.get::<String>(2)?.unwrap_or_default();
+            let lowest = row.get::<i64>(3)?.unwrap_or_default();
+            waiting.insert((webhook, key), lowest);
+        }
+        Ok(waiting)
+    }
+
+    /// Park deliveries of ordered webhooks with their key: (delivery, webhook, key, held back).
+    pub fn park_keyed(
+        &self,
+        client: &mut SpiClient<'_>,
+        parked: &[(i64, i64, String, bool)],
+    ) -> spi::Result<()> {
+        if parked.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = parked.iter().map(|p| p.0).collect();
+        let webhooks: Vec<i64> = parked.iter().map(|p| p.1).collect();
+        let keys: Vec<String> = parked.iter().map(|p| p.2.clone()).collect();
+        let held: Vec<bool> = parked.iter().map(|p| p.3).collect();
+        self.park_keyed.run(
+            client,
+            &[ids.into(), webhooks.into(), keys.into(), held.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Put the key on these deliveries' due rows: (delivery, key).
+    pub fn hold_keys(&self, client: &mut SpiClient<'_>, held: &[(i64, String)]) -> spi::Result<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = held.iter().map(|h| h.0).collect();
+        let keys: Vec<String> = held.iter().map(|h| h.1.clone()).collect();
+        self.hold_keys.run(client, &[ids.into(), keys.into()])?;
+        Ok(())
+    }
+
+    /// The next delivery held back behind each of these (webhook, key) is due now.
+    pub fn release_keys(
+        &self,
+        client: &mut SpiClient<'_>,
+        ended: &[(i64, String)],
+    ) -> spi::Result<()> {
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let webhooks: Vec<i64> = ended.iter().map(|e| e.0).collect();
+        let keys: Vec<String> = ended.iter().map(|e| e.1.clone()).collect();
+        self.release_keys
+            .run(client, &[webhooks.into(), keys.into()])?;
+        Ok(())
+    }
+
+    /// Announce deliveries failed for good: (webhook, delivery, event).
+    pub fn delivery_failed(
+        &self,
+        client: &mut SpiClient<'_>,
+        failed: &[(i64, i64, String)],
+    ) -> spi::Result<()> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let webhooks: Vec<i64> = failed.iter().map(|f| f.0).collect();
+        let ids: Vec<i64> = failed.iter().map(|f| f.1).collect();
+        let events: Vec<String> = failed.iter().map(|f| f.2.clone()).collect();
+        self.delivery_failed
+            .run(client, &[webhooks.into(), ids.into(), events.into()])?;
+        Ok(())
     }
 
     /// (xmin, xmax) of a snapshot taken now.
@@ -445,6 +586,12 @@ impl Statements {
                         row.get::<String>(9)?.as_deref(),
                         row.get::<String>(10)?.as_deref(),
                     ),
+                    no_retry_statuses: row
+                        .get::<Vec<Option<i32>>>(11)?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                 },
             );
         }
@@ -463,7 +610,7 @@ impl Statements {
         for row in rows {
             claimed = Some((
                 read_one_found(&row)?,
-                row.get::<String>(11)?.unwrap_or_default(),
+                row.get::<String>(12)?.unwrap_or_default(),
             ));
         }
         Ok(claimed)
@@ -681,5 +828,6 @@ fn read_one_found(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Found> {
         deliverable: row.get::<bool>(8)?.unwrap_or_default(),
         webhook_active: row.get::<bool>(9)?,
         due_us: row.get::<i64>(10)?,
+        event_key: row.get::<String>(11)?,
     })
 }

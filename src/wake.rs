@@ -30,6 +30,12 @@ static WORK_QUEUED: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"webhook_ext_
 // SAFETY: as WORKER_LATCH.
 static DUE_CHANGED: PgAtomic<AtomicBool> = unsafe { PgAtomic::new(c"webhook_ext_due_changed") };
 
+/// A commit changed a webhook's ordering or rate limit (or switched one on or off): the
+/// worker reloads them before its next round takes anything.
+// SAFETY: as WORKER_LATCH.
+static CONTROLS_CHANGED: PgAtomic<AtomicBool> =
+    unsafe { PgAtomic::new(c"webhook_ext_controls_changed") };
+
 /// Set in the postmaster before any backend forks, so every backend sees it.
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 
@@ -89,6 +95,7 @@ pub fn init() {
     pg_shmem_init!(WORKER_DATABASE);
     pg_shmem_init!(WORK_QUEUED);
     pg_shmem_init!(DUE_CHANGED);
+    pg_shmem_init!(CONTROLS_CHANGED);
     SHMEM_READY.store(true, Ordering::SeqCst);
     // SAFETY: _PG_init runs in the postmaster before any backend exists; the previous hook is
     // kept and called first, as every ProcessUtility hook must.
@@ -168,6 +175,23 @@ thread_local! {
 static WAKE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
 /// This transaction made deliveries due: tell the worker when (and only if) it commits.
 static DUE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
+/// This transaction changed webhooks' controls: tell the worker when (and only if) it commits.
+static CONTROLS_ON_COMMIT: AtomicBool = AtomicBool::new(false);
+
+/// This transaction changes webhooks' ordering or rate limits: when it commits, the worker
+/// reloads them.
+pub fn controls_changed_on_commit() {
+    if !shared_memory_ready() {
+        return;
+    }
+    CONTROLS_ON_COMMIT.store(true, Ordering::Relaxed);
+    wake_worker_on_commit();
+}
+
+/// Did a commit change webhooks' controls since the worker last asked?
+pub fn take_controls_changed() -> bool {
+    shared_memory_ready() && CONTROLS_CHANGED.get().swap(false, Ordering::AcqRel)
+}
 
 /// This transaction makes deliveries due (webhook_delivery_due): when it commits, the worker
 /// wakes and looks at the due rows.
@@ -210,6 +234,9 @@ unsafe extern "C-unwind" fn on_transaction_end(
             if DUE_ON_COMMIT.swap(false, Ordering::Relaxed) {
                 DUE_CHANGED.get().store(true, Ordering::Release);
             }
+            if CONTROLS_ON_COMMIT.swap(false, Ordering::Relaxed) {
+                CONTROLS_CHANGED.get().store(true, Ordering::Release);
+            }
             set_worker_latch();
         }
         // A prepared transaction wakes the worker when COMMIT PREPARED runs (the
@@ -219,6 +246,7 @@ unsafe extern "C-unwind" fn on_transaction_end(
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             WAKE_ON_COMMIT.store(false, Ordering::Relaxed);
             DUE_ON_COMMIT.store(false, Ordering::Relaxed);
+            CONTROLS_ON_COMMIT.store(false, Ordering::Relaxed);
         }
         _ => {}
     }

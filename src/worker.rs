@@ -4,7 +4,7 @@
 //! memory (in_flight) and in this process. Only this thread calls Postgres; the pool's
 //! threads get plain requests and send back plain outcomes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,13 +15,15 @@ use pgrx::prelude::*;
 use webhook_delivery::http::Client;
 use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pool};
 
-use webhook_delivery::pacing::{self, Placement, Room, MAINTENANCE_INTERVAL, MAX_OUTSTANDING};
+use webhook_delivery::pacing::{
+    self, Placement, Room, TokenBucket, MAINTENANCE_INTERVAL, MAX_OUTSTANDING,
+};
 use webhook_delivery::walk::Walk;
 
 use crate::attempt;
 use crate::in_flight;
 use crate::settings;
-use crate::store::{self, Claimed, Statements};
+use crate::store::{self, Claimed, Control, Statements};
 use crate::wake;
 
 /// How often the walk's frontier is saved (a restart walks again from there).
@@ -48,6 +50,9 @@ const MAX_CLAIM_BATCH: usize = 1_000;
 /// Finished deliveries deleted per maintenance round: small, so writers never wait on it.
 const PURGE_BATCH: i64 = 1_000;
 const PURGE_PAUSE: Duration = Duration::from_millis(10);
+/// Events the extension emits about itself (webhook_notify_operational in sql/api.sql): a
+/// failure of one of them announces nothing further.
+const OPERATIONAL_PREFIX: &str = "webhook_ext.";
 /// After a round rolled back by a deadlock, the next one comes this soon.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
@@ -193,6 +198,17 @@ struct Worker {
     /// The last purge deleted a full batch: more finished deliveries are past retention.
     purge_behind: bool,
     version_warned: bool,
+    /// Active webhooks that are ordered or rate-limited (controls.sql), and whether they are
+    /// loaded for the current installation.
+    controls: HashMap<i64, Control>,
+    controls_loaded: bool,
+    /// The rate-limited webhooks' token buckets.
+    buckets: HashMap<i64, TokenBucket>,
+    /// Keys of ordered webhooks with a delivery taken and not recorded: (webhook, key).
+    held_keys: HashSet<(i64, String)>,
+    /// Keys to put on due rows the next round writes for deliveries of ordered webhooks
+    /// (parked after a failed round): (delivery, key).
+    keys_to_hold: Vec<(i64, String)>,
 }
 
 /// One endpoint's recent attempts and what it holds.
@@ -230,6 +246,11 @@ impl Worker {
             purge_from: 0,
             purge_behind: false,
             version_warned: false,
+            controls: HashMap::new(),
+            controls_loaded: false,
+            buckets: HashMap::new(),
+            held_keys: HashSet::new(),
+            keys_to_hold: Vec::new(),
         })
     }
 
@@ -315,6 +336,11 @@ impl Worker {
         let mut records = Vec::with_capacity(results.len());
         let mut released = std::mem::take(&mut self.to_park);
         let mut disable = Vec::new();
+        // Ordered webhooks: keys whose delivery got a due row (to mark), keys whose delivery
+        // ended (the next one behind is due); deliveries failed for good (announced).
+        let mut keys_to_hold = std::mem::take(&mut self.keys_to_hold);
+        let mut keys_ended = Vec::new();
+        let mut failed_for_good = Vec::new();
         // What this round takes out of `in_flight`, to put back if its transaction fails.
         let mut taken = Vec::with_capacity(results.len());
         for result in results {
@@ -326,8 +352,16 @@ impl Worker {
             if claimed.from_due {
                 endpoint.outstanding_from_due = endpoint.outstanding_from_due.saturating_sub(1);
             }
+            if let Some(key) = &claimed.ordered_key {
+                self.held_keys.remove(&(claimed.webhook_id, key.clone()));
+            }
             match &result.outcome {
-                None => released.push((claimed.delivery_id, claimed.webhook_id)),
+                None => {
+                    released.push((claimed.delivery_id, claimed.webhook_id));
+                    if let Some(key) = &claimed.ordered_key {
+                        keys_to_hold.push((claimed.delivery_id, key.clone()));
+                    }
+                }
                 Some(outcome) => {
                     let (recorded, disable_reason) = attempt::record_for(
                         &claimed,
@@ -336,6 +370,21 @@ impl Worker {
                         false,
                         &self.schedule,
                     );
+                    if let Some(key) = &claimed.ordered_key {
+                        if recorded.status == "pending" {
+                            keys_to_hold.push((claimed.delivery_id, key.clone()));
+                        } else {
+                            keys_ended.push((claimed.webhook_id, key.clone()));
+                        }
+                    }
+                    if recorded.status == "failed" && !claimed.event.starts_with(OPERATIONAL_PREFIX)
+                    {
+                        failed_for_good.push((
+                            claimed.webhook_id,
+                            claimed.delivery_id,
+                            claimed.event.clone(),
+                        ));
+                    }
                     records.push(recorded);
                     if let Some(reason) = disable_reason {
                         disable.push((claimed.webhook_id, reason));
@@ -357,8 +406,18 @@ impl Worker {
         // While the purge is behind (its last batch was full), it runs every round.
         let purge_due = maintenance_due || self.purge_behind;
         let nothing_to_record = records.is_empty() && released.is_empty() && disable.is_empty();
+        // Controls are reloaded after a commit changed them, at maintenance, and for a new
+        // installation: never per delivery.
+        let reload_controls =
+            !self.controls_loaded || wake::take_controls_changed() || maintenance_due;
         let gaps_open = self.walk.as_ref().is_some_and(Walk::has_gaps);
-        if free == 0 && !purge_due && nothing_to_record && !gaps_open && self.statements.is_some() {
+        if free == 0
+            && !purge_due
+            && nothing_to_record
+            && !gaps_open
+            && !reload_controls
+            && self.statements.is_some()
+        {
             // Nothing to take: a finished attempt wakes us.
             return MAINTENANCE_INTERVAL;
         }
@@ -369,6 +428,7 @@ impl Worker {
         let check_due = due_changed
             || maintenance_due
             || !released.is_empty()
+            || !keys_ended.is_empty()
             || self
                 .due_quiet_until
                 .is_none_or(|quiet_until| Instant::now() >= quiet_until);
@@ -380,6 +440,7 @@ impl Worker {
         let retries_recorded = records.iter().any(|r| r.status == "pending");
         let known = self.statements.as_ref().map(|s| s.installation.clone());
         let walk = self.walk.clone();
+        let now = Instant::now();
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
@@ -413,15 +474,27 @@ impl Worker {
                             wrote_due: false,
                             purge: None,
                             frontier_saved: None,
+                            controls: None,
                         }));
                     }
                 };
                 s.record(client, &records)?;
                 s.park(client, &released)?;
+                s.hold_keys(client, &keys_to_hold)?;
+                s.release_keys(client, &keys_ended)?;
+                s.delivery_failed(client, &failed_for_good)?;
                 s.disable(client, &disable)?;
                 s.update_health(client, &health, disable_after)?;
-                let mut claimed = plan.take(client, s, walk)?;
+                let reloaded = if reload_controls {
+                    Some(s.controls(client)?)
+                } else {
+                    None
+                };
+                let controls = reloaded.as_ref().unwrap_or(&self.controls);
+                let limits = token_rooms(controls, &self.buckets, now);
+                let mut claimed = plan.take(client, s, walk, controls, &limits)?;
                 claimed.recorded = true;
+                claimed.controls = reloaded;
                 Ok(ClaimRound::Claimed(claimed))
             })
         }));
@@ -475,6 +548,7 @@ impl Worker {
                 self.due_quiet_until = None;
                 self.to_park = released;
                 self.restore(taken);
+                self.keys_to_hold = keys_to_hold;
                 RETRY_PAUSE
             }
             // Nothing of the round was written. Its outcomes may be what failed: they are not
@@ -485,6 +559,7 @@ impl Worker {
                 self.fail_batch(&format!(
                     "recording {finished} outcomes and taking deliveries: {e}"
                 ));
+                self.keys_to_hold = keys_to_hold;
                 self.park_after_failure(released, taken);
                 IDLE_INTERVAL
             }
@@ -493,6 +568,7 @@ impl Worker {
                     "recording {finished} outcomes and taking deliveries: {}",
                     e.message
                 ));
+                self.keys_to_hold = keys_to_hold;
                 self.park_after_failure(released, taken);
                 IDLE_INTERVAL
             }
@@ -530,6 +606,7 @@ impl Worker {
             rooms: rooms.known,
             default_room: rooms.default_room,
             in_flight: self.in_flight.keys().copied().collect(),
+            held_keys: self.held_keys.clone(),
             lowest_unrecorded,
             save_frontier: self
                 .frontier_saved
@@ -556,6 +633,9 @@ impl Worker {
         }
         if claimed.recorded {
             wake::report_progress(self.in_flight.len(), finished);
+        }
+        if let Some(controls) = claimed.controls {
+            self.set_controls(controls);
         }
         let mut walk = claimed.walk;
         self.walk_stopped_since = if claimed.walk_stuck {
@@ -609,7 +689,23 @@ impl Worker {
         };
         self.walk = Some(walk);
         self.last_taken = deliveries.len();
+        let now = Instant::now();
+        for delivery in &deliveries {
+            if let Some(bucket) = self.buckets.get_mut(&delivery.webhook_id) {
+                bucket.take(1, now);
+            }
+            if let Some(key) = &delivery.ordered_key {
+                self.held_keys.insert((delivery.webhook_id, key.clone()));
+            }
+        }
         self.start(deliveries);
+        // A rate-limited webhook whose bucket is not full may have deliveries waiting for its
+        // next token: the worker wakes for it (nothing polls; once full, nothing to wait for).
+        let next_token = self
+            .buckets
+            .values()
+            .filter_map(|bucket| bucket.until_next(now))
+            .min();
         if claimed.walk_stuck {
             // Its endpoint's next result wakes the worker; if none comes, it parks that
             // endpoint's deliveries once it has waited LONGEST_WALK_WAIT.
@@ -619,22 +715,53 @@ impl Worker {
             self.due_quiet_until
                 .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
         });
-        pacing::sleep_after_round(
+        let sleep = pacing::sleep_after_round(
             claimed.more,
             self.in_flight.len() < MAX_OUTSTANDING,
             next_due,
             self.walk.as_ref().is_some_and(Walk::has_gaps),
-        )
+        );
+        match next_token {
+            Some(wait) if wait < sleep => {
+                // Its due rows are looked at when the token comes, if not before.
+                let token_at = Instant::now() + wait;
+                self.due_quiet_until = self.due_quiet_until.map(|at| at.min(token_at));
+                wait.max(Duration::from_millis(1))
+            }
+            _ => sleep,
+        }
+    }
+
+    /// The controls as loaded by a round: buckets for new or changed rate limits, none for
+    /// webhooks no longer limited.
+    fn set_controls(&mut self, controls: HashMap<i64, Control>) {
+        let now = Instant::now();
+        self.buckets.retain(|id, bucket| {
+            controls
+                .get(id)
+                .and_then(|c| c.max_per_second)
+                .is_some_and(|rate| rate == bucket.rate())
+        });
+        for (&id, control) in &controls {
+            if let Some(rate) = control.max_per_second {
+                self.buckets
+                    .entry(id)
+                    .or_insert_with(|| TokenBucket::new(rate, now));
+            }
+        }
+        self.controls = controls;
+        self.controls_loaded = true;
     }
 
     fn park_after_failure(&mut self, released: Vec<(i64, i64)>, taken: Vec<(Claimed, JobResult)>) {
         self.due_quiet_until = None;
         self.to_park = released;
-        self.to_park.extend(
-            taken
-                .into_iter()
-                .map(|(claimed, _)| (claimed.delivery_id, claimed.webhook_id)),
-        );
+        for (claimed, _) in taken {
+            if let Some(key) = claimed.ordered_key {
+                self.keys_to_hold.push((claimed.delivery_id, key));
+            }
+            self.to_park.push((claimed.delivery_id, claimed.webhook_id));
+        }
     }
 
     /// Put a round's finished attempts back, to be recorded by the next round.
@@ -644,6 +771,9 @@ impl Worker {
             endpoint.outstanding += 1;
             if claimed.from_due {
                 endpoint.outstanding_from_due += 1;
+            }
+            if let Some(key) = &claimed.ordered_key {
+                self.held_keys.insert((claimed.webhook_id, key.clone()));
             }
             self.in_flight.insert(claimed.delivery_id, claimed);
             self.local_results.push(result);
@@ -729,6 +859,11 @@ impl Worker {
         self.purge_from = 0;
         // Ids start over in a new installation: nothing learnt about the old endpoints holds.
         self.endpoints.clear();
+        self.controls.clear();
+        self.controls_loaded = false;
+        self.buckets.clear();
+        self.held_keys.clear();
+        self.keys_to_hold.clear();
         self.pool.forget_keys();
         in_flight::clear_worker();
         if self.in_flight.is_empty() && self.local_results.is_empty() {
@@ -776,6 +911,8 @@ struct Claims {
     wrote_due: bool,
     purge: Option<store::PurgeBatch>,
     frontier_saved: Option<i64>,
+    /// The controls, when this round reloaded them.
+    controls: Option<HashMap<i64, Control>>,
 }
 
 /// What a round maintains and takes, decided before its transaction.
@@ -786,6 +923,8 @@ struct RoundPlan {
     /// The room of a webhook the worker knows nothing about yet.
     default_room: usize,
     in_flight: std::collections::HashSet<i64>,
+    /// Keys of ordered webhooks with a delivery in flight: (webhook, key).
+    held_keys: HashSet<(i64, String)>,
     /// The lowest walk delivery taken and not recorded yet.
     lowest_unrecorded: Option<i64>,
     save_frontier: bool,
@@ -806,6 +945,9 @@ enum Decision {
     /// Not this reader's to send (finished, in flight, a retry that is due elsewhere).
     Skip,
     Park(i64, i64),
+    /// A delivery of an ordered webhook not sent now: (delivery, webhook, key, held back
+    /// behind an earlier one with its key).
+    ParkKeyed(i64, i64, String, bool),
     Cancel(i64),
     Orphan(i64),
     /// Its endpoint is full and fast: the walk stops before it.
@@ -820,6 +962,8 @@ impl RoundPlan {
         client: &mut pgrx::spi::SpiClient<'_>,
         s: &Statements,
         mut walk: Walk,
+        controls: &HashMap<i64, Control>,
+        limits: &HashMap<i64, usize>,
     ) -> pgrx::spi::Result<Claims> {
         if self.maintenance_due {
             s.forget_expired_secrets(client)?;
@@ -831,6 +975,17 @@ impl RoundPlan {
         };
 
         let mut rooms = self.rooms.clone();
+        // A rate-limited webhook takes no more than its tokens, and its walk deliveries beyond
+        // them are parked (the walk does not wait for it).
+        for (&webhook_id, &tokens) in limits {
+            let room = rooms.entry(webhook_id).or_insert(Room {
+                room: self.default_room,
+                from_due: 0,
+                fast: false,
+            });
+            room.room = room.room.min(tokens);
+            room.fast = false;
+        }
         let mut taking = Taking {
             plan: self,
             rooms: &mut rooms,
@@ -840,6 +995,10 @@ impl RoundPlan {
             parked: Vec::new(),
             cancelled: Vec::new(),
             orphans: Vec::new(),
+            controls,
+            round_keys: HashSet::new(),
+            waiting_keys: HashMap::new(),
+            parked_keyed: Vec::new(),
         };
         let mut stale_due = Vec::new();
         let mut due_seen = None;
@@ -867,9 +1026,26 @@ impl RoundPlan {
                 if taking.left == 0 {
                     break;
                 }
-                if !self.in_flight.contains(&found.delivery_id)
-                    && taking.room_for(found.webhook_id) > 0
-                {
+                if self.in_flight.contains(&found.delivery_id) {
+                    continue;
+                }
+                // Ordered: made due because the one before it ended, unless another with its
+                // key is in flight or taken this round; then it waits again.
+                if let Some(key) = taking.ordered_key(&found) {
+                    let slot = (found.webhook_id, key);
+                    if self.held_keys.contains(&slot) || taking.round_keys.contains(&slot) {
+                        taking
+                            .parked_keyed
+                            .push((found.delivery_id, slot.0, slot.1, true));
+                        continue;
+                    }
+                    if taking.room_for(found.webhook_id) > 0 {
+                        taking.round_keys.insert(slot);
+                        taking.take(found);
+                    }
+                    continue;
+                }
+                if taking.room_for(found.webhook_id) > 0 {
                     taking.take(found);
                 }
             }
@@ -878,7 +1054,9 @@ impl RoundPlan {
             // The snapshot comes before the look at the gaps (see webhook_delivery::walk).
             let (xmin, xmax) = s.snapshot(client)?;
             walk.observe_snapshot(xmin, xmax);
-            for found in s.recheck(client, &walk.gaps())? {
+            let found_in_gaps = s.recheck(client, &walk.gaps())?;
+            taking.look_up_waiting_keys(client, s, &found_in_gaps)?;
+            for found in found_in_gaps {
                 match taking.decide(found, false) {
                     Decision::Take(found) => taking.take(found),
                     other => taking.apply(other),
@@ -890,6 +1068,7 @@ impl RoundPlan {
         let mut walk_stuck = false;
         if taking.left > 0 {
             let rows = s.walk(client, walk.cursor(), taking.left as i64)?;
+            taking.look_up_waiting_keys(client, s, &rows)?;
             let read = rows.len();
             let ids: Vec<i64> = rows.iter().map(|r| r.delivery_id).collect();
             let mut through = walk.cursor();
@@ -918,10 +1097,12 @@ impl RoundPlan {
             parked,
             cancelled,
             orphans,
+            parked_keyed,
             ..
         } = taking;
-        let wrote_due = !parked.is_empty();
+        let wrote_due = !parked.is_empty() || parked_keyed.iter().any(|p| !p.3);
         s.park(client, &parked)?;
+        s.park_keyed(client, &parked_keyed)?;
         s.cancel(client, &cancelled)?;
         s.drop_orphans(client, &orphans)?;
         s.drop_stale_due(client, &stale_due)?;
@@ -952,7 +1133,12 @@ impl RoundPlan {
             .filter_map(|found| {
                 // A webhook deleted since took its deliveries with it.
                 let webhook = webhooks.get(&found.webhook_id)?;
-                Some(found.claim(webhook, "pending"))
+                let ordered_key = ordered_key(controls, &found);
+                let mut claimed = found.claim(webhook, "pending");
+                claimed.ordered_key = ordered_key;
+                // Only manual retries need it; not kept for every delivery in flight.
+                claimed.event_key = None;
+                Some(claimed)
             })
             .collect();
         // Only a round that took everything it could see may sleep: then it needs to know
@@ -974,8 +1160,34 @@ impl RoundPlan {
             wrote_due,
             purge,
             frontier_saved,
+            controls: None,
         })
     }
+}
+
+/// The key that orders a delivery: its event_key, when its webhook is ordered.
+fn ordered_key(controls: &HashMap<i64, Control>, found: &store::Found) -> Option<String> {
+    let ordered = controls.get(&found.webhook_id).is_some_and(|c| c.ordered);
+    ordered.then(|| found.event_key.clone()).flatten()
+}
+
+/// How many deliveries each rate-limited webhook may take now.
+fn token_rooms(
+    controls: &HashMap<i64, Control>,
+    buckets: &HashMap<i64, TokenBucket>,
+    now: Instant,
+) -> HashMap<i64, usize> {
+    controls
+        .iter()
+        .filter_map(|(&id, control)| {
+            let rate = control.max_per_second?;
+            let available = buckets.get(&id).map_or_else(
+                || TokenBucket::new(rate, now).available(now),
+                |bucket| bucket.available(now),
+            );
+            Some((id, available))
+        })
+        .collect()
 }
 
 /// What a round has taken so far, and the room left.
@@ -988,9 +1200,38 @@ struct Taking<'a> {
     parked: Vec<(i64, i64)>,
     cancelled: Vec<i64>,
     orphans: Vec<i64>,
+    controls: &'a HashMap<i64, Control>,
+    /// Keys of ordered webhooks taken or parked this round: later ones wait behind them.
+    round_keys: HashSet<(i64, String)>,
+    /// Keys of ordered webhooks with a due row, and its lowest delivery (waiting_keys.sql).
+    waiting_keys: HashMap<(i64, String), i64>,
+    parked_keyed: Vec<(i64, i64, String, bool)>,
 }
 
 impl Taking<'_> {
+    fn ordered_key(&self, found: &store::Found) -> Option<String> {
+        ordered_key(self.controls, found)
+    }
+
+    /// Which keys of the ordered webhooks among `rows` have deliveries waiting in the due
+    /// table (one statement, only when an ordered webhook has deliveries here).
+    fn look_up_waiting_keys(
+        &mut self,
+        client: &pgrx::spi::SpiClient<'_>,
+        s: &Statements,
+        rows: &[store::Found],
+    ) -> pgrx::spi::Result<()> {
+        let keys: Vec<(i64, String)> = rows
+            .iter()
+            .filter(|found| found.deliverable)
+            .filter_map(|found| Some((found.webhook_id, self.ordered_key(found)?)))
+            .collect();
+        if !keys.is_empty() {
+            self.waiting_keys.extend(s.waiting_keys(client, &keys)?);
+        }
+        Ok(())
+    }
+
     fn room_for(&mut self, webhook_id: i64) -> usize {
         let default_room = self.plan.default_room;
         self.rooms
@@ -1027,13 +1268,40 @@ impl Taking<'_> {
             Some(true) => {}
         }
         let room = self.rooms.get(&found.webhook_id).copied();
-        match pacing::place(
+        let placement = pacing::place(
             room,
             self.plan.default_room,
             self.left,
             walking,
             self.plan.walk_may_wait,
-        ) {
+        );
+        if let Some(key) = self.ordered_key(&found) {
+            // One at a time per key, in id (= commit) order: it waits behind a delivery with
+            // its key that is in flight, taken or parked this round, or due (a retry).
+            let slot = (found.webhook_id, key);
+            let behind = self.plan.held_keys.contains(&slot)
+                || self.round_keys.contains(&slot)
+                || self
+                    .waiting_keys
+                    .get(&slot)
+                    .is_some_and(|&lowest| lowest < found.delivery_id);
+            if behind {
+                self.round_keys.insert(slot.clone());
+                return Decision::ParkKeyed(found.delivery_id, slot.0, slot.1, true);
+            }
+            return match placement {
+                Placement::Take => {
+                    self.round_keys.insert(slot);
+                    Decision::Take(found)
+                }
+                Placement::Park => {
+                    self.round_keys.insert(slot.clone());
+                    Decision::ParkKeyed(found.delivery_id, slot.0, slot.1, false)
+                }
+                Placement::Stop => Decision::Stop,
+            };
+        }
+        match placement {
             Placement::Take => Decision::Take(found),
             Placement::Park => Decision::Park(found.delivery_id, found.webhook_id),
             Placement::Stop => Decision::Stop,
@@ -1043,6 +1311,9 @@ impl Taking<'_> {
     fn apply(&mut self, decision: Decision) {
         match decision {
             Decision::Park(id, webhook) => self.parked.push((id, webhook)),
+            Decision::ParkKeyed(id, webhook, key, held) => {
+                self.parked_keyed.push((id, webhook, key, held))
+            }
             Decision::Cancel(id) => self.cancelled.push(id),
             Decision::Orphan(id) => self.orphans.push(id),
             Decision::Take(_) | Decision::Skip | Decision::Stop => {}

@@ -100,7 +100,7 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
             "CREATE EXTENSION webhook_ext SCHEMA public;
              CREATE ROLE app LOGIN;
              CREATE SCHEMA app AUTHORIZATION app;
-             GRANT EXECUTE ON FUNCTION webhook_trigger(), webhook_emit(text, jsonb) TO app;
+             GRANT EXECUTE ON FUNCTION webhook_trigger(), webhook_emit(text, jsonb, text) TO app;
              SET ROLE app;
              SET search_path = pg_catalog;",
         )
@@ -193,6 +193,18 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
         &[&steady_id],
     )
     .unwrap();
+    // Per-partner control: the trigger matches the filter (jsonb operators) in the
+    // application's session; the worker orders and paces.
+    let partner = Receiver::always(Reply::ok());
+    let partner_id: i64 = dba
+        .query_one(
+            "SELECT id FROM webhook_create($1, 'terceiro', ARRAY['cliente.*'], \
+                    filter => '{\"saldo\": 199.90}', ordered => true, max_per_second => 200, \
+                    no_retry_statuses => '{422}')",
+            &[&partner.url()],
+        )
+        .unwrap()
+        .get(0);
     admin
         .execute(
             "UPDATE webhook SET retry_schedule = '{0s,1s,1s,1s}' WHERE id = $1",
@@ -232,6 +244,20 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
         .find(|body| body.contains("\"evento\":\"cliente.created\""))
         .expect("a body in the webhook's format");
     assert!(reshaped.contains("\"saldo\":199.9}"), "{reshaped}");
+    wait_for_count(
+        &mut admin,
+        "the filtered, ordered, paced partner",
+        &format!("SELECT count(*) FROM webhook_delivery WHERE webhook_id = {partner_id} AND status = 'succeeded'"),
+        |n| n == 50,
+    );
+    application
+        .query(
+            "SELECT webhook_emit('cliente.nota', '{\"saldo\": 1}', key => 'k')",
+            &[],
+        )
+        .unwrap();
+    dba.query("SELECT webhook_cancel_pending($1)", &[&partner_id])
+        .unwrap();
     // Retries: the flaky receiver fails twice, then answers.
     wait_for_count(
         &mut admin,

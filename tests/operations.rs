@@ -598,7 +598,7 @@ fn upgrade_from_0_1_0_through_every_release_keeps_data_and_gets_the_new_function
     let can_create: bool = db
         .query_one(
             "SELECT has_function_privilege('upgrade_viewer', \
-                    'webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text)', 'EXECUTE')",
+                    'webhook_create(text, text, text[], text, text, jsonb, boolean, text, jsonb, text, text, text, boolean, jsonb, numeric, integer[])', 'EXECUTE')",
             &[],
         )
         .unwrap()

@@ -5,6 +5,7 @@ SELECT d.id, d.webhook_id, d.event_id::text, d.event, d.body,
        true,
        (SELECT w.active FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
        NULL::bigint,
+       d.event_key,
        d.status
   FROM @extschema@.webhook_delivery_store AS d
  WHERE d.id = $1::bigint

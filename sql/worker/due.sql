@@ -26,7 +26,8 @@ SELECT p.delivery_id, p.webhook_id, d.event_id::text, d.event,
        d.attempts, d.attempts - d.attempts_before_replay,
        coalesce(d.status = 'pending', false),
        true,
-       (extract(epoch FROM p.due_at) * 1000000)::bigint
+       (extract(epoch FROM p.due_at) * 1000000)::bigint,
+       d.event_key
   FROM picked AS p
   LEFT JOIN (SELECT * FROM @extschema@.webhook_delivery_store
               WHERE id = ANY (ARRAY(SELECT picked.delivery_id FROM picked))) AS d

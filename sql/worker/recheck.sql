@@ -6,7 +6,8 @@ SELECT d.id, d.webhook_id, d.event_id::text, d.event,
        d.attempts, d.attempts - d.attempts_before_replay,
        d.status = 'pending' AND d.attempts = 0,
        (SELECT w.active FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
-       NULL::bigint
+       NULL::bigint,
+       d.event_key
   FROM unnest($1::bigint[], $2::bigint[]) AS gap(from_id, to_id)
  CROSS JOIN LATERAL (
        SELECT * FROM @extschema@.webhook_delivery_store AS s

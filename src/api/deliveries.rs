@@ -134,12 +134,18 @@ fn webhook_deliver_now(delivery_id: i64) {
         .into_iter()
         .collect();
     let health = attempt::health_deltas(std::slice::from_ref(&recorded));
-    if recorded.status == "pending" {
+    // Finished: a delivery of an ordered webhook held back behind it (same key) is due now.
+    let key_ended: Vec<(i64, String)> = match &claimed.event_key {
+        Some(key) if recorded.status != "pending" => vec![(claimed.webhook_id, key.clone())],
+        _ => vec![],
+    };
+    if recorded.status == "pending" || !key_ended.is_empty() {
         // Still to be retried: it has a due row now, which the worker takes when it is due.
         crate::wake::due_changed_on_commit();
     }
     Spi::connect_mut(|client| {
         statements.record(client, &[recorded])?;
+        statements.release_keys(client, &key_ended)?;
         statements.disable(client, &disable)?;
         statements
             .update_health(client, &health, settings::disable_after_failures())

@@ -56,3 +56,10 @@ fn webhook_wake_on_commit() {
 fn webhook_due_changed_on_commit() {
     wake::due_changed_on_commit();
 }
+
+/// Tell the worker when this transaction commits that webhooks' ordering or rate limits
+/// changed (webhook_before_write).
+#[pg_extern(volatile, parallel_unsafe)]
+fn webhook_controls_changed_on_commit() {
+    wake::controls_changed_on_commit();
+}

@@ -5,12 +5,21 @@
 //!
 //! It is SECURITY DEFINER (application roles need not see the webhook tables) without a
 //! pinned search_path, which would cost a GUC save and restore per row: its only statement
-//! names every table and function with the extension's schema and its one operator as
-//! `OPERATOR(pg_catalog.=)`, so nothing in it resolves through the caller's search_path.
+//! names every table, function, type and operator with its schema, so nothing in it resolves
+//! through the caller's search_path.
+//!
+//! Per-partner control (docs/REFERENCE.md): the delivery's event_key is the row's primary key,
+//! looked up once per relation and backend (the relcache invalidates it); a last argument
+//! `columns=a,b` or `exclude=x,y` chooses what of the row is sent, checked once against the
+//! table in the same way; a webhook's filter is matched by the queueing statement, which
+//! parses the data as jsonb only when a matching webhook has one. Each webhook gets its own
+//! body when its wire format renames keys or rewrites numbers (docs/MIGRATING.md).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ffi::CStr;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgrx::pg_sys;
@@ -18,6 +27,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
+use webhook_delivery::columns::{self, Selection};
 use webhook_delivery::{envelope, validate, InvalidField};
 
 use super::refuse;
@@ -27,8 +37,22 @@ use crate::wake;
 thread_local! {
     /// The queueing statement, keyed by the oid of the trigger function that prepared it:
     /// DROP and CREATE EXTENSION make a new function, maybe in another schema. With it, whether
-    /// it writes each webhook's format (false until ALTER EXTENSION ... UPDATE adds the columns).
+    /// it is the current release's (false until ALTER EXTENSION ... UPDATE adds the columns
+    /// for event keys, filters and formats).
     static QUEUE: RefCell<Option<(pg_sys::Oid, bool, Prepared)>> = const { RefCell::new(None) };
+    /// What each (relation, trigger) sends: worked out when it first fires, forgotten when
+    /// the relation's cache entry is invalidated (ALTER TABLE, CREATE/DROP TRIGGER, ...).
+    static SHAPES: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Rc<Shape>>> =
+        RefCell::new(HashMap::new());
+    static INVALIDATION_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A table's rows as one trigger sends them.
+struct Shape {
+    /// The primary key's columns (none: no primary key, no event_key).
+    key_columns: Vec<String>,
+    /// The trigger's `columns=`/`exclude=` argument, if any.
+    selection: Option<Selection>,
 }
 
 #[pg_trigger(sql = false)]
@@ -44,7 +68,17 @@ fn webhook_trigger<'a>(
     let op = trigger
         .op()
         .unwrap_or_else(|_| raise(TriggerError::UnknownEvent));
-    let event = event_name(trigger, &op);
+    let mut args = trigger.extra_args().unwrap_or_else(|e| {
+        refuse(InvalidField::new(
+            "event",
+            format!("trigger arguments are not UTF-8 ({e})"),
+        ))
+    });
+    let chooses_columns = args
+        .last()
+        .is_some_and(|last| last.starts_with("columns=") || last.starts_with("exclude="));
+    let selection_argument = if chooses_columns { args.pop() } else { None };
+    let event = event_name(trigger, &args, &op);
     validate::event_name(&event).unwrap_or_else(|e| refuse(e));
 
     // SAFETY: Postgres passes a trigger its relation, open for the whole call.
@@ -56,20 +90,30 @@ fn webhook_trigger<'a>(
             trigger.table_name().unwrap_or_default()
         )
     };
-    let (data, changes) = match op {
+    let shape = shape(fired, selection_argument.as_deref(), &table);
+    let (data, changes, key) = match op {
         PgTriggerOperation::Update => {
-            let old = row_fields(fired.tg_trigtuple, tupdesc, &table);
-            let new = row_fields(fired.tg_newtuple, tupdesc, &table);
-            // An UPDATE that changes nothing emits nothing.
+            let mut old = row_fields(fired.tg_trigtuple, tupdesc, &table);
+            let mut new = row_fields(fired.tg_newtuple, tupdesc, &table);
+            let key = columns::event_key(&new, &shape.key_columns);
+            if let Some(selection) = &shape.selection {
+                selection.apply(&mut old);
+                selection.apply(&mut new);
+            }
+            // An UPDATE that changes nothing (nothing sent) emits nothing.
             let Some(changes) = envelope::changed_columns(&old, &new) else {
                 return Ok(None);
             };
-            (Value::Object(new), Some(changes))
+            (Value::Object(new), Some(changes), key)
         }
-        _ => (
-            Value::Object(row_fields(fired.tg_trigtuple, tupdesc, &table)),
-            None,
-        ),
+        _ => {
+            let mut row = row_fields(fired.tg_trigtuple, tupdesc, &table);
+            let key = columns::event_key(&row, &shape.key_columns);
+            if let Some(selection) = &shape.selection {
+                selection.apply(&mut row);
+            }
+            (Value::Object(row), None, key)
+        }
     };
 
     // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
@@ -85,12 +129,13 @@ fn webhook_trigger<'a>(
     )
     .unwrap_or_else(|e| refuse(e));
 
-    let queued = queue(trigger.trigger().tgfoid, event_id, &event, body).unwrap_or_else(|error| {
-        raise(TriggerError::Queueing {
-            table: table(),
-            error,
-        })
-    });
+    let queued =
+        queue(trigger.trigger().tgfoid, event_id, &event, body, key).unwrap_or_else(|error| {
+            raise(TriggerError::Queueing {
+                table: table(),
+                error,
+            })
+        });
     if queued > 0 {
         wake::wake_worker_on_commit();
     }
@@ -98,13 +143,7 @@ fn webhook_trigger<'a>(
 }
 
 /// `cliente` + INSERT → `cliente.created`; three names → the one for this operation.
-fn event_name(trigger: &PgTrigger<'_>, op: &PgTriggerOperation) -> String {
-    let args = trigger.extra_args().unwrap_or_else(|e| {
-        refuse(InvalidField::new(
-            "event",
-            format!("trigger arguments are not UTF-8 ({e})"),
-        ))
-    });
+fn event_name(trigger: &PgTrigger<'_>, args: &[String], op: &PgTriggerOperation) -> String {
     let (suffix, position) = match op {
         PgTriggerOperation::Insert => ("created", 0),
         PgTriggerOperation::Update => ("updated", 1),
@@ -118,7 +157,7 @@ fn event_name(trigger: &PgTrigger<'_>, op: &PgTriggerOperation) -> String {
                 ERROR,
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!(
-                    "invalid event: webhook_trigger() takes one prefix or three event names (INSERT, UPDATE, DELETE), trigger {} has {n}",
+                    "invalid event: webhook_trigger() takes one prefix or three event names (INSERT, UPDATE, DELETE), then optionally 'columns=...' or 'exclude=...'; trigger {} has {n} names",
                     trigger.name().unwrap_or("?")
                 )
             );
@@ -218,24 +257,157 @@ fn unix_now_truncated() -> i64 {
         .map_or(0, |since| since.as_secs() as i64)
 }
 
+/// What this trigger sends of its relation's rows, worked out on its first row.
+fn shape(
+    fired: &pg_sys::TriggerData,
+    selection_argument: Option<&str>,
+    table: &dyn Fn() -> String,
+) -> Rc<Shape> {
+    // SAFETY: the trigger data Postgres passed in: its relation and trigger are valid for
+    // the call.
+    let (relid, trigger_oid) = unsafe { ((*fired.tg_relation).rd_id, (*fired.tg_trigger).tgoid) };
+    if let Some(shape) = SHAPES.with(|shapes| shapes.borrow().get(&(relid, trigger_oid)).cloned()) {
+        return shape;
+    }
+    register_invalidation();
+    let selection = selection_argument
+        .and_then(columns::parse_selection)
+        .map(|parsed| {
+            let selection = parsed.unwrap_or_else(|e| refuse(e));
+            // SAFETY: the relation is open for the call.
+            let names = column_names(unsafe { (*fired.tg_relation).rd_att });
+            selection
+                .check(&table(), &names)
+                .unwrap_or_else(|e| refuse(e));
+            selection
+        });
+    let key_columns = primary_key_columns(fired.tg_relation);
+    let shape = Rc::new(Shape {
+        key_columns,
+        selection,
+    });
+    SHAPES.with(|shapes| {
+        shapes
+            .borrow_mut()
+            .insert((relid, trigger_oid), Rc::clone(&shape))
+    });
+    shape
+}
+
+/// The names of a relation's live columns, in order. `tupdesc` must be a valid descriptor.
+fn column_names(tupdesc: pg_sys::TupleDesc) -> Vec<String> {
+    // SAFETY: the caller's descriptor, borrowed (not freed) for this call.
+    let tupdesc = unsafe { pgrx::PgTupleDesc::from_pg_unchecked(tupdesc) };
+    tupdesc
+        .iter()
+        .filter(|attribute| !attribute.is_dropped())
+        .map(|attribute| attribute.name().to_string())
+        .collect()
+}
+
+/// The columns of an open relation's primary key, in key order (empty: none).
+fn primary_key_columns(relation: pg_sys::Relation) -> Vec<String> {
+    // SAFETY: the relation is open (the caller's trigger relation); RelationGetIndexList fills
+    // rd_pkindex, which the relcache keeps until the relation changes; the index is opened
+    // and closed here with a share lock, and get_attname errors on a missing column.
+    unsafe {
+        pg_sys::list_free(pg_sys::RelationGetIndexList(relation));
+        let pk = (*relation).rd_pkindex;
+        if pk == pg_sys::InvalidOid {
+            return vec![];
+        }
+        let index = pg_sys::index_open(pk, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let form = (*index).rd_index;
+        let key_count = (*form).indnkeyatts as usize;
+        let attnums = (*form).indkey.values.as_slice(key_count).to_vec();
+        pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let relid = (*relation).rd_id;
+        attnums
+            .into_iter()
+            .map(|attnum| {
+                CStr::from_ptr(pg_sys::get_attname(relid, attnum, false))
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+}
+
+/// Forget the shapes of a relation whose cache entry Postgres invalidates (all of them for an
+/// invalid oid: a cache reset).
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_shapes(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    SHAPES.with(|shapes| {
+        if let Ok(mut shapes) = shapes.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid {
+                shapes.clear();
+            } else {
+                shapes.retain(|&(rel, _), _| rel != relid);
+            }
+        }
+    });
+}
+
+fn register_invalidation() {
+    if INVALIDATION_REGISTERED.with(|registered| registered.replace(true)) {
+        return;
+    }
+    // SAFETY: the callback is a #[pg_guard]ed function of this library, which stays loaded
+    // for the life of the backend; registered once per backend.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_shapes), pg_sys::Datum::from(0)) };
+}
+
+/// `webhook_trigger_check('cliente', 'exclude=cpf,senha_hash')`: the check the trigger makes
+/// when it first fires, callable when the trigger is created (22023 naming the column).
+/// Declared in sql/api.sql, where its first argument is a regclass.
+#[pg_extern(sql = false)]
+fn webhook_trigger_check(relation: pg_sys::Oid, argument: &str) -> bool {
+    let Some(parsed) = columns::parse_selection(argument) else {
+        refuse(InvalidField::new(
+            "columns",
+            format!("{argument:?} is neither columns=a,b,... nor exclude=x,y,..."),
+        ));
+    };
+    let selection = parsed.unwrap_or_else(|e| refuse(e));
+    // SAFETY: opening a relation by oid with a lock, as any catalog reader; closed below.
+    let (table, names) = unsafe {
+        let rel = pg_sys::relation_open(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let names = column_names((*rel).rd_att);
+        let namespace = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+        let table = format!(
+            "{}.{}",
+            CStr::from_ptr(namespace).to_string_lossy(),
+            CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_string_lossy()
+        );
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        (table, names)
+    };
+    selection
+        .check(&table, &names)
+        .unwrap_or_else(|e| refuse(e));
+    true
+}
+
 /// Queue one delivery per active matching webhook; returns how many.
 fn queue(
     function_oid: pg_sys::Oid,
     event_id: pgrx::Uuid,
     event: &str,
     body: String,
+    key: Option<String>,
 ) -> pgrx::spi::Result<usize> {
     QUEUE.with(|cell| {
-        // A statement without formats looks again each time (only before an update).
-        if cell.borrow().as_ref().is_none_or(|(oid, formats, _)| {
-            *oid != function_oid || (!*formats && has_formats(function_oid))
+        // A statement for an installation not yet updated looks again each time (only until
+        // its ALTER EXTENSION ... UPDATE).
+        if cell.borrow().as_ref().is_none_or(|(oid, current, _)| {
+            *oid != function_oid || (!*current && is_current_release(function_oid))
         }) {
-            let formats = has_formats(function_oid);
+            let current = is_current_release(function_oid);
             let statement = Prepared::new(
-                &[UUIDOID, TEXTOID, TEXTOID],
-                queue_sql(function_oid, formats),
+                &[UUIDOID, TEXTOID, TEXTOID, TEXTOID],
+                queue_sql(function_oid, current),
             );
-            *cell.borrow_mut() = Some((function_oid, formats, statement));
+            *cell.borrow_mut() = Some((function_oid, current, statement));
         }
         // A shared borrow: a trigger a user put on the deliveries may bring us back here.
         let current = cell.borrow();
@@ -247,24 +419,33 @@ fn queue(
         let (_, _, statement) = current.as_ref().expect("prepared above");
         Spi::connect_mut(|client| {
             statement
-                .run(client, &[event_id.into(), event.into(), body.into()])
+                .run(
+                    client,
+                    &[event_id.into(), event.into(), body.into(), key.into()],
+                )
                 .map(|inserted| inserted.len())
         })
     })
 }
 
 /// Does the installation of this trigger function have the webhooks' format columns (0.5.0)?
-fn has_formats(function_oid: pg_sys::Oid) -> bool {
-    // SAFETY: catalog lookups of the function being executed and of a table by name in its
+/// Whether the function's installation has this release's schema (0.5.0: event keys, filters
+/// and wire formats); an older one has until its ALTER EXTENSION ... UPDATE.
+fn is_current_release(function_oid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups of the function being executed and of tables by name in its
     // schema.
     unsafe {
         let namespace = pg_sys::get_func_namespace(function_oid);
-        let webhook = pg_sys::get_relname_relid(c"webhook".as_ptr(), namespace);
-        webhook != pg_sys::InvalidOid && pg_sys::get_attnum(webhook, c"json_numbers".as_ptr()) != 0
+        let has = |table: &CStr, column: &CStr| {
+            let relation = pg_sys::get_relname_relid(table.as_ptr(), namespace);
+            relation != pg_sys::InvalidOid
+                && pg_sys::get_attnum(relation, column.as_ptr()) != pg_sys::InvalidAttrNumber as i16
+        };
+        has(c"webhook_delivery_store", c"event_key") && has(c"webhook", c"json_numbers")
     }
 }
 
-fn queue_sql(function_oid: pg_sys::Oid, has_formats: bool) -> String {
+fn queue_sql(function_oid: pg_sys::Oid, current: bool) -> String {
     // SAFETY: catalog lookups of the function being executed.
     let (namespace, schema) = unsafe {
         let namespace = pg_sys::get_func_namespace(function_oid);
@@ -282,24 +463,38 @@ fn queue_sql(function_oid: pg_sys::Oid, has_formats: bool) -> String {
     let store_exists =
         unsafe { pg_sys::get_relname_relid(c"webhook_delivery_store".as_ptr(), namespace) }
             != pg_sys::InvalidOid;
+    // An installation older than 0.5.0 (until its update) has no event_key, filters or
+    // formats: its statement leaves them out ($4, the key, is then unused).
     let table = if store_exists {
         "webhook_delivery_store"
     } else {
         "webhook_delivery"
     };
+    if !current {
+        return format!(
+            "INSERT INTO {schema}.{table} (webhook_id, event_id, event, body) \
+             SELECT w.id, $1, $2, $3 FROM {schema}.webhook AS w \
+              WHERE w.active AND {schema}.webhook_events_match(w.events, $2) \
+                AND ($4::pg_catalog.text IS NULL OR $4::pg_catalog.text IS NOT NULL)"
+        );
+    }
     // Each webhook's body (SPEC §11): the event's own unless the webhook renames keys or
-    // rewrites numbers. An installation older than 0.5.0 has no such columns yet.
-    let body = if has_formats {
-        format!(
-            "CASE WHEN w.envelope IS NULL AND w.json_numbers OPERATOR(pg_catalog.=) 'exact' THEN $3 \
-             ELSE {schema}.webhook_reshape($3, w.envelope::text, w.json_numbers) END"
-        )
-    } else {
-        "$3".to_string()
-    };
+    // rewrites numbers.
+    let body = format!(
+        "CASE WHEN w.envelope IS NULL AND w.json_numbers OPERATOR(pg_catalog.=) 'exact' THEN $3 \
+         ELSE {schema}.webhook_reshape($3, w.envelope::text, w.json_numbers) END"
+    );
+    // The data is parsed as jsonb by an InitPlan, which runs at most once, and only when an
+    // active webhook has a filter: nothing is parsed while no webhook filters. The filter
+    // comes before the patterns (quals of equal cost keep their order): with a webhook per
+    // tenant, the others are ruled out by a jsonb comparison rather than a pattern match.
     format!(
-        "INSERT INTO {schema}.{table} (webhook_id, event_id, event, body) \
-         SELECT w.id, $1, $2, {body} FROM {schema}.webhook AS w \
-          WHERE w.active AND {schema}.webhook_events_match(w.events, $2)"
+        "INSERT INTO {schema}.{table} (webhook_id, event_id, event, body, event_key) \
+         SELECT w.id, $1, $2, {body}, $4 FROM {schema}.webhook AS w \
+          WHERE w.active \
+            AND (w.filter IS NULL \
+                 OR (SELECT $3::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'data'::pg_catalog.text) \
+                    OPERATOR(pg_catalog.@>) w.filter) \
+            AND {schema}.webhook_events_match(w.events, $2)"
     )
 }

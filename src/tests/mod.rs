@@ -6,6 +6,7 @@
 
 mod errors;
 mod events;
+mod partner_control;
 mod schema;
 mod subscriptions;
 mod trigger;
@@ -32,12 +33,13 @@ pub(crate) fn count(sql: &str) -> i64 {
 
 /// Runs `sql` in a subtransaction; returns "SQLSTATE: message" if it failed.
 pub(crate) fn failure_of(sql: &str) -> Option<String> {
+    setup();
     Spi::get_one_with_args::<String>("SELECT pg_temp.failure_of($1)", &[sql.into()]).unwrap()
 }
 
 pub(crate) fn setup() {
     run(r#"
-        CREATE FUNCTION pg_temp.failure_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION pg_temp.failure_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
         BEGIN
             EXECUTE stmt;
             RETURN NULL;

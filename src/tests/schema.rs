@@ -172,7 +172,7 @@ mod tests {
         // emitting gives it no access to the secrets.
         create_webhook("https://example.com/x", "{*}");
         run("CREATE ROLE webhook_ext_test_app");
-        run("GRANT EXECUTE ON FUNCTION webhook_emit(text, jsonb) TO webhook_ext_test_app");
+        run("GRANT EXECUTE ON FUNCTION webhook_emit(text, jsonb, text) TO webhook_ext_test_app");
         run("CREATE SCHEMA evil AUTHORIZATION webhook_ext_test_app");
         run("SET LOCAL ROLE webhook_ext_test_app");
         run("CREATE FUNCTION evil.gen_random_uuid() RETURNS uuid LANGUAGE sql AS $$ SELECT '00000000-0000-0000-0000-000000000bad'::uuid $$");

@@ -6,6 +6,7 @@
 //! what only it uses; what several share is here.
 
 mod backlog;
+mod filters;
 mod footprint;
 mod isolation;
 mod latency;
@@ -280,7 +281,7 @@ impl Bench {
             only.is_empty() || only.iter().any(|o| title.starts_with(&format!("{o}.")))
         };
         type Step = fn(&mut Bench, &mut Section) -> Result<()>;
-        let steps: [(&str, Step); 7] = [
+        let steps: [(&str, Step); 8] = [
             ("1. Throughput", Bench::throughput),
             ("5. Isolation: one receiver never answers", Bench::isolation),
             ("2. Latency at a steady 200 events/s", Bench::latency),
@@ -288,6 +289,7 @@ impl Bench {
             ("7. WAL per delivered event", Bench::wal_per_event),
             ("4. Backlog", Bench::backlog),
             ("6. Footprint", Bench::footprint),
+            ("8. Filters per subscription", Bench::filters),
         ];
         for (title, step) in steps {
             if !wanted(title) {

@@ -3,7 +3,7 @@
 //! applies it (src/worker.rs).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::pool::{Caps, Pace};
 
@@ -182,9 +182,123 @@ pub fn sleep_after_round(
     }
 }
 
+/// A webhook's `max_per_second`: a token bucket refilled at that rate, holding at most a
+/// tenth of a second's worth (at least one). A delivery is taken only with a token; the rest
+/// wait in the queue (webhook_delivery_due) and nothing is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// Full: a webhook that sent nothing lately may send its burst at once.
+    pub fn new(rate: f64, now: Instant) -> TokenBucket {
+        let burst = Self::burst_for(rate);
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Most requests sent back to back: a tenth of a second's worth, at least one.
+    pub fn burst_for(rate: f64) -> f64 {
+        (rate / 10.0).ceil().max(1.0)
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.burst)
+    }
+
+    /// How many may be taken now.
+    pub fn available(&self, now: Instant) -> usize {
+        self.tokens_at(now).max(0.0).floor() as usize
+    }
+
+    /// `n` were taken now.
+    pub fn take(&mut self, n: usize, now: Instant) {
+        self.tokens = self.tokens_at(now) - n as f64;
+        self.at = now;
+    }
+
+    /// How long until the next token, None while the bucket is full (nothing to wait for).
+    pub fn until_next(&self, now: Instant) -> Option<Duration> {
+        let tokens = self.tokens_at(now);
+        if tokens >= self.burst {
+            return None;
+        }
+        let next = if tokens < 1.0 {
+            1.0
+        } else {
+            tokens.floor() + 1.0
+        };
+        Some(Duration::from_secs_f64((next - tokens) / self.rate))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_bucket_sends_no_faster_than_its_rate_and_drops_nothing() {
+        // Rounds every millisecond take what the bucket allows out of a burst of 50.
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(5.0, start);
+        let mut waiting = 50usize;
+        let mut sent_at = Vec::new();
+        let mut now = start;
+        while waiting > 0 {
+            let n = bucket.available(now).min(waiting);
+            bucket.take(n, now);
+            waiting -= n;
+            sent_at.extend(std::iter::repeat_n(now, n));
+            // The worker sleeps until the next token rather than polling.
+            now += bucket
+                .until_next(now)
+                .unwrap_or(Duration::from_millis(1))
+                .max(Duration::from_micros(1));
+        }
+        assert_eq!(sent_at.len(), 50);
+        let span = sent_at[49] - sent_at[0];
+        let burst = TokenBucket::burst_for(5.0) as u32;
+        assert!(
+            span >= Duration::from_secs_f64(f64::from(50 - burst) / 5.0) - Duration::from_millis(1),
+            "{span:?}"
+        );
+        // ...and no slower either: each token is used as soon as it comes.
+        assert!(span <= Duration::from_secs_f64(50.0 / 5.0), "{span:?}");
+        // Any window of one second holds at most rate + burst sends.
+        for (i, &t) in sent_at.iter().enumerate() {
+            let within = sent_at[i..]
+                .iter()
+                .take_while(|&&u| u - t < Duration::from_secs(1))
+                .count();
+            assert!(within <= 5 + burst as usize, "{within} in a second");
+        }
+    }
+
+    #[test]
+    fn a_full_bucket_has_nothing_to_wait_for_and_a_fast_rate_bursts_a_tenth_of_a_second() {
+        let now = Instant::now();
+        let mut bucket = TokenBucket::new(1000.0, now);
+        assert_eq!(bucket.available(now), 100);
+        assert_eq!(bucket.until_next(now), None);
+        bucket.take(100, now);
+        assert_eq!(bucket.available(now), 0);
+        let wait = bucket.until_next(now).unwrap();
+        assert!(wait <= Duration::from_millis(1), "{wait:?}");
+        assert_eq!(bucket.available(now + Duration::from_millis(10)), 10);
+    }
 
     fn caps() -> Caps {
         Caps::for_concurrency(32, Duration::from_secs(5))

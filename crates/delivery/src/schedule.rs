@@ -82,6 +82,17 @@ pub enum Verdict {
 
 /// `attempts_made` counts the attempt just finished (1 after the first).
 pub fn decide(outcome: &Outcome, attempts_made: u32, schedule: &[Duration]) -> Verdict {
+    decide_with(outcome, attempts_made, schedule, &[])
+}
+
+/// [`decide`] with a webhook's `no_retry_statuses`: an answer with one of them fails the
+/// delivery at once (410 Gone still disables the webhook).
+pub fn decide_with(
+    outcome: &Outcome,
+    attempts_made: u32,
+    schedule: &[Duration],
+    no_retry_statuses: &[i32],
+) -> Verdict {
     if outcome.is_success() {
         return Verdict::Succeeded;
     }
@@ -89,6 +100,13 @@ pub fn decide(outcome: &Outcome, attempts_made: u32, schedule: &[Duration]) -> V
         return Verdict::FailedAndDisable {
             reason: "endpoint answered 410 Gone".into(),
         };
+    }
+    if outcome.kind == OutcomeKind::HttpStatus
+        && outcome
+            .status
+            .is_some_and(|status| no_retry_statuses.contains(&i32::from(status)))
+    {
+        return Verdict::Failed;
     }
     // The same request would be refused again: retrying cannot help.
     if matches!(
@@ -207,6 +225,38 @@ mod tests {
         for junk in ["", "soon", "-5", "1.5", "12 s"] {
             assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn no_retry_statuses_fail_at_once_and_others_still_retry() {
+        let schedule = [Duration::ZERO, MIN, 5 * MIN];
+        let unauthorized = outcome(OutcomeKind::HttpStatus, Some(401), None);
+        let unprocessable = outcome(OutcomeKind::HttpStatus, Some(422), None);
+        let gone = outcome(OutcomeKind::HttpStatus, Some(410), None);
+        let timeout = outcome(OutcomeKind::Timeout, None, None);
+        // By default (no rules) a 401 or 422 is retried: a brief 401 window loses nothing.
+        assert_eq!(
+            decide(&unauthorized, 1, &schedule),
+            Verdict::Retry { delay: MIN }
+        );
+        let rules = [422, 404];
+        assert_eq!(
+            decide_with(&unprocessable, 1, &schedule, &rules),
+            Verdict::Failed
+        );
+        assert_eq!(
+            decide_with(&unauthorized, 1, &schedule, &rules),
+            Verdict::Retry { delay: MIN }
+        );
+        assert_eq!(
+            decide_with(&timeout, 1, &schedule, &rules),
+            Verdict::Retry { delay: MIN }
+        );
+        // 410 still disables, listed or not.
+        assert!(matches!(
+            decide_with(&gone, 1, &schedule, &[410]),
+            Verdict::FailedAndDisable { .. }
+        ));
     }
 
     fn outcome(kind: OutcomeKind, status: Option<u16>, retry_after: Option<Duration>) -> Outcome {
