@@ -4,18 +4,16 @@
 //! a stale timestamp. Their runtimes (node, php, a Python venv with `standardwebhooks`) come
 //! from `scripts/setup.sh`; a missing one fails the test rather than skipping it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
 
 use serde_json::Value;
 use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-const SETUP_HINT: &str = "run `bash scripts/setup.sh` (it calls scripts/setup-receivers.sh)";
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -43,13 +41,31 @@ impl Kind {
             _ => "X-Webhook-Signature",
         }
     }
-}
 
-fn receivers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/receivers")
+    /// The receiver's runtime and script, after checking that the runtime is installed.
+    fn installed(self) -> (Runtime, &'static str) {
+        match self {
+            Kind::Node => {
+                require("Node.js", &Runtime::Node.program(), &["--version"]);
+                (Runtime::Node, "node/receiver.js")
+            }
+            Kind::Php => {
+                require("PHP", &Runtime::Php.program(), &["--version"]);
+                (Runtime::Php, "php/receiver.php")
+            }
+            Kind::Python | Kind::Standard => {
+                require(
+                    "the Python venv with standardwebhooks",
+                    &Runtime::Python.program(),
+                    &["-c", "import standardwebhooks"],
+                );
+                match self {
+                    Kind::Python => (Runtime::Python, "python/receiver.py"),
+                    _ => (Runtime::Python, "python/standard_receiver.py"),
+                }
+            }
+        }
+    }
 }
 
 /// Panics with the setup hint unless `program args` runs and exits 0.
@@ -65,193 +81,69 @@ fn require(what: &str, program: &Path, args: &[&str]) {
         Err(e) => e.to_string(),
     };
     panic!(
-        "{what} is not available (`{} {}`: {problem}): {SETUP_HINT}",
+        "{what} is not available (`{} {}`: {problem}): {RECEIVERS_SETUP_HINT}",
         program.display(),
         args.join(" ")
     );
 }
 
-/// The receiver's command line, after checking that its runtime is installed.
-fn command(kind: Kind, port: u16) -> Command {
-    let dir = receivers_dir();
-    let venv_python = dir.join("python/.venv/bin/python");
-    match kind {
-        Kind::Node => {
-            require("Node.js", Path::new("node"), &["--version"]);
-            let mut cmd = Command::new("node");
-            cmd.arg(dir.join("node/receiver.js"));
-            cmd
-        }
-        Kind::Php => {
-            require("PHP", Path::new("php"), &["--version"]);
-            let mut cmd = Command::new("php");
-            cmd.arg("-S")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg(dir.join("php/receiver.php"));
-            cmd
-        }
-        Kind::Python | Kind::Standard => {
-            require(
-                "the Python venv with standardwebhooks",
-                &venv_python,
-                &["-c", "import standardwebhooks"],
-            );
-            let script = match kind {
-                Kind::Python => "python/receiver.py",
-                _ => "python/standard_receiver.py",
-            };
-            let mut cmd = Command::new(venv_python);
-            cmd.arg(dir.join(script));
-            cmd
-        }
+/// Where a receiver remembers the events it has seen (the PHP one keeps them on disk);
+/// removed on drop.
+struct DedupeDir(PathBuf);
+
+impl Drop for DedupeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// Collects a child's output lines as they come.
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-/// A running example receiver; killed on drop, also when a test panics.
+/// A running example receiver of one kind, with its own dedupe directory.
 struct Running {
     kind: Kind,
-    child: Child,
-    port: u16,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    dedupe_dir: PathBuf,
-    /// JSON lines already checked.
-    seen: usize,
+    // Declared before `_dedupe_dir`: fields drop in order, so the receiver is killed before
+    // its directory is removed.
+    rx: ExampleReceiver,
+    _dedupe_dir: DedupeDir,
 }
 
 impl Running {
     fn start(kind: Kind, secret: &str) -> Running {
-        // A port picked this way can be taken in between: try again on a fresh one.
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let dedupe_dir = std::env::temp_dir().join(format!(
-                "webhook_ext_receivers-{}-{port}",
-                std::process::id()
-            ));
-            let mut child = command(kind, port)
-                .env("WEBHOOK_SECRET", secret)
-                .env("PORT", port.to_string())
-                .env("MAX_AGE_SECONDS", "300")
-                .env("DEDUPE_DIR", &dedupe_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start the {kind:?} receiver ({e}): {SETUP_HINT}")
-                });
-            let stdout = collect(child.stdout.take().unwrap());
-            let stderr = collect(child.stderr.take().unwrap());
-            let mut running = Running {
-                kind,
-                child,
-                port,
-                stdout,
-                stderr,
-                dedupe_dir,
-                seen: 0,
-            };
-            // Node and Python print "listening on http://127.0.0.1:PORT"; PHP's built-in
-            // server announces "Development Server (http://127.0.0.1:PORT) started" on stderr.
-            let ready = format!("http://127.0.0.1:{port}");
-            let end = Instant::now() + DEADLINE;
-            loop {
-                let announced = |lines: &Mutex<Vec<String>>| {
-                    lines.lock().unwrap().iter().any(|l| l.contains(&ready))
-                };
-                if announced(&running.stdout) || announced(&running.stderr) {
-                    return running;
-                }
-                if let Ok(Some(status)) = running.child.try_wait() {
-                    // Let the reader threads catch the last words.
-                    std::thread::sleep(Duration::from_millis(100));
-                    last_error = format!("exited with {status}: {}", running.output());
-                    break;
-                }
-                if Instant::now() > end {
-                    panic!(
-                        "the {kind:?} receiver did not start listening: {}",
-                        running.output()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("the {kind:?} receiver did not start: {last_error}");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/webhooks", self.port)
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout.lock().unwrap().join("\n"),
-            self.stderr.lock().unwrap().join("\n")
-        )
-    }
-
-    /// The JSON lines logged so far (one per request).
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect()
-    }
-
-    /// Waits for the next JSON line: what the receiver did with the next request.
-    fn next_line(&mut self, step: &str) -> Value {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(line) = self.json_lines().get(self.seen) {
-                self.seen += 1;
-                return line.clone();
-            }
-            if Instant::now() > end {
-                panic!(
-                    "{step}: the {:?} receiver logged nothing{}",
-                    self.kind,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (runtime, script) = kind.installed();
+        let dedupe_dir = DedupeDir(std::env::temp_dir().join(unique("webhook_ext_receivers")));
+        let rx = ExampleReceiver::start(
+            runtime,
+            script,
+            &[
+                ("WEBHOOK_SECRET", secret),
+                ("MAX_AGE_SECONDS", "300"),
+                ("DEDUPE_DIR", dedupe_dir.0.to_str().unwrap()),
+            ],
+        );
+        Running {
+            kind,
+            rx,
+            _dedupe_dir: dedupe_dir,
         }
     }
 
     /// Checks the next JSON line's `result` (and `reason`, for a rejection).
     fn expect(&mut self, step: &str, result: &str, reason: Option<&str>) -> Value {
-        let line = self.next_line(step);
-        assert_eq!(line["result"], result, "{step}: {line}{}", self.output());
+        let step = format!("{step} ({:?})", self.kind);
+        let line = self.rx.next_line(&step);
+        assert_eq!(line["result"], result, "{step}: {line}{}", self.rx.output());
         if let Some(reason) = reason {
-            assert_eq!(line["reason"], reason, "{step}: {line}{}", self.output());
+            assert_eq!(line["reason"], reason, "{step}: {line}{}", self.rx.output());
         }
         line
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dedupe_dir);
+/// Its url, port, output and JSON lines are the example receiver's.
+impl Deref for Running {
+    type Target = ExampleReceiver;
+
+    fn deref(&self) -> &ExampleReceiver {
+        &self.rx
     }
 }
 
@@ -330,41 +222,6 @@ fn header<'a>(headers: &'a Headers, name: &str) -> &'a str {
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
-}
-
-/// POSTs a request to the receiver over a plain HTTP/1.1 connection; returns the status and
-/// the whole response. Framing headers are recomputed, everything else is sent as given.
-fn post(port: u16, headers: &Headers, body: &[u8]) -> (u16, String) {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut head = format!(
-        "POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        let framing = [
-            "host",
-            "connection",
-            "content-length",
-            "transfer-encoding",
-            "expect",
-        ];
-        if !framing.contains(&name.to_ascii_lowercase().as_str()) {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    head.push_str("\r\n");
-    conn.write_all(head.as_bytes()).unwrap();
-    conn.write_all(body).unwrap();
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {answer:?}"));
-    (status, answer.into_owned())
 }
 
 /// Every scenario against one receiver.

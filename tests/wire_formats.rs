@@ -4,18 +4,11 @@
 //! reject a tampered one. Their runtimes (Express 5 via npm, Flask in the Python venv, php)
 //! come from `scripts/setup-receivers.sh`; a missing one fails the test rather than skipping it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use webhook_ext_tests::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-const SETUP_HINT: &str = "run `bash scripts/setup.sh` (it calls scripts/setup-receivers.sh)";
 
 /// Data with what trips re-serializing receivers: trailing zeros, accents, emoji, escapes,
 /// integer-like keys, integers beyond 2^53, nesting, empty containers.
@@ -24,173 +17,9 @@ const DATA: &str = r#"{"nome": "José da Silva 🎉", "valor": 199.90, "desconto
     "grande": 12345678901234567, "ativo": true, "nada": null, "vazio": {}, "lista": [],
     "obs": "linha\nnova\ttab"}"#;
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/receivers")
-}
-
-/// A running example receiver; killed on drop, also when a test panics.
-struct Running {
-    child: Child,
-    port: u16,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    seen: usize,
-}
-
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-impl Running {
-    /// `program args(port)`, told its port and secret by environment as well.
-    fn start(program: &Path, args: impl Fn(u16) -> Vec<String>, secret: &str) -> Running {
-        let port = free_port();
-        let mut child = Command::new(program)
-            .args(args(port))
-            .env("WEBHOOK_SECRET", secret)
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e}): {SETUP_HINT}", program.display()));
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        let running = Running {
-            child,
-            port,
-            stdout,
-            stderr,
-            seen: 0,
-        };
-        // Node and Flask print "listening on http://127.0.0.1:PORT"; PHP's built-in server
-        // announces "Development Server (http://127.0.0.1:PORT) started" on stderr.
-        let ready = format!("http://127.0.0.1:{port}");
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let announced = |lines: &Mutex<Vec<String>>| {
-                lines.lock().unwrap().iter().any(|l| l.contains(&ready))
-            };
-            if announced(&running.stdout) || announced(&running.stderr) {
-                return running;
-            }
-            assert!(
-                Instant::now() < end,
-                "{} did not start listening ({SETUP_HINT}): {}",
-                program.display(),
-                running.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn node(script: &str, secret: &str) -> Running {
-        let script = examples().join(script).display().to_string();
-        Running::start(Path::new("node"), |_| vec![script.clone()], secret)
-    }
-
-    fn flask(script: &str, secret: &str) -> Running {
-        let python = examples().join("python/.venv/bin/python");
-        let script = examples().join(script).display().to_string();
-        Running::start(&python, |_| vec![script.clone()], secret)
-    }
-
-    fn php(script: &str, secret: &str) -> Running {
-        let script = examples().join(script).display().to_string();
-        Running::start(
-            Path::new("php"),
-            |port| vec!["-S".into(), format!("127.0.0.1:{port}"), script.clone()],
-            secret,
-        )
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/webhooks", self.port)
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout.lock().unwrap().join("\n"),
-            self.stderr.lock().unwrap().join("\n")
-        )
-    }
-
-    /// What the receiver did with the next request (its next JSON line).
-    fn next_line(&mut self, step: &str) -> Value {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let lines: Vec<Value> = self
-                .stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.starts_with('{'))
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            if let Some(line) = lines.get(self.seen) {
-                self.seen += 1;
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < end,
-                "{step}: nothing logged{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// POSTs a request as given (framing headers recomputed); returns the status.
-fn post(port: u16, headers: &[(String, String)], body: &[u8]) -> u16 {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut head = format!(
-        "POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        let framing = [
-            "host",
-            "connection",
-            "content-length",
-            "transfer-encoding",
-            "expect",
-        ];
-        if !framing.contains(&name.to_ascii_lowercase().as_str()) {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    head.push_str("\r\n");
-    conn.write_all(head.as_bytes()).unwrap();
-    conn.write_all(body).unwrap();
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {answer:?}"))
+/// The example receiver `script` (under `examples/receivers/`), run by `runtime` with `secret`.
+fn start(runtime: Runtime, script: &str, secret: &str) -> ExampleReceiver {
+    ExampleReceiver::start(runtime, script, &[("WEBHOOK_SECRET", secret)])
 }
 
 fn header<'a>(request: &'a RecordedRequest, name: &str) -> Option<&'a str> {
@@ -208,22 +37,11 @@ fn create(db: &mut Client, url: &str, secret: &str, pattern: &str, format: &str)
         .get(0)
 }
 
-fn last_delivery(db: &mut Client, webhook_id: i64) -> i64 {
-    wait_until("a delivery to be queued", DEADLINE, || {
-        db.query_opt(
-            "SELECT id FROM webhook_delivery WHERE webhook_id = $1 ORDER BY id DESC LIMIT 1",
-            &[&webhook_id],
-        )
-        .unwrap()
-        .map(|row| row.get(0))
-    })
-}
-
 /// A receiver of one format accepts the webhook's real delivery and rejects the same request
 /// tampered with; returns the request it was sent (captured by a recorder with the same
 /// webhook settings).
 fn accepts_and_rejects_tampering(
-    rx: &mut Running,
+    rx: &mut ExampleReceiver,
     secret: &str,
     format: &str,
     tamper: impl Fn(&mut Vec<(String, String)>, &mut Vec<u8>),
@@ -254,7 +72,7 @@ fn accepts_and_rejects_tampering(
     let mut headers = captured.headers.clone();
     let mut body = captured.body.clone();
     tamper(&mut headers, &mut body);
-    assert_eq!(post(rx.port, &headers, &body), 401, "{}", rx.output());
+    assert_eq!(post(rx.port, &headers, &body).0, 401, "{}", rx.output());
     let line = rx.next_line("tampered request");
     assert_eq!(line["result"], "rejected", "{line}");
     (webhook, captured)
@@ -364,7 +182,7 @@ fn default_format_bytes_are_unchanged() {
 fn express_json_receiver_accepts_javascript_numbers() {
     let mut db = connect_shared();
     let secret = secret_for(&mut db);
-    let mut rx = Running::node("express/receiver.js", &secret);
+    let mut rx = start(Runtime::Node, "express/receiver.js", &secret);
     let (_, captured) = accepts_and_rejects_tampering(
         &mut rx,
         &secret,
@@ -395,7 +213,7 @@ fn express_json_receiver_accepts_javascript_numbers() {
 fn flask_receiver_accepts_python_sorted_json_in_bare_hex() {
     let mut db = connect_shared();
     let secret = secret_for(&mut db);
-    let mut rx = Running::flask("python/flask_receiver.py", &secret);
+    let mut rx = start(Runtime::Python, "python/flask_receiver.py", &secret);
     let format = "signature_header => 'X-Signature', signature_format => 'hex', \
                   signature_input => 'python_sorted_json', \
                   envelope => '{\"event\": \"event_type\", \"timestamp\": \"created_at\"}'";
@@ -414,7 +232,7 @@ fn flask_receiver_accepts_python_sorted_json_in_bare_hex() {
 fn php_receiver_accepts_bare_hex_over_the_body() {
     let mut db = connect_shared();
     let secret = secret_for(&mut db);
-    let mut rx = Running::php("php/hex_receiver.php", &secret);
+    let mut rx = start(Runtime::Php, "php/hex_receiver.php", &secret);
     let format = "signature_header => 'X-Signature', signature_format => 'hex'";
     let (webhook, captured) = accepts_and_rejects_tampering(&mut rx, &secret, format, tamper_body);
     assert!(String::from_utf8(captured.body).unwrap().contains("199.90"));
@@ -438,7 +256,7 @@ fn php_receiver_accepts_bare_hex_over_the_body() {
 #[test]
 fn php_receiver_accepts_a_shared_token() {
     let token = "tok_3f9a1c7e5b2d";
-    let mut rx = Running::php("php/token_receiver.php", token);
+    let mut rx = start(Runtime::Php, "php/token_receiver.php", token);
     let format = "signature_header => 'X-Webhook-Token', signature_format => 'secret', \
                   envelope => '{\"event\": \"evento\", \"data\": \"dados\", \"id\": null}'";
     let (_, captured) = accepts_and_rejects_tampering(&mut rx, token, format, |headers, _| {

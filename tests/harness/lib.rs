@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 pub use postgres::Client;
 use webhook_cluster::Init;
 
+mod example_receivers;
 mod webhooks;
+pub use example_receivers::*;
 pub use webhook_cluster::{free_port, postgres, Postgres};
 pub use webhook_listen::{verify_hex, verify_standard, Receiver, RecordedRequest, Reply};
 pub use webhooks::*;
