@@ -37,9 +37,16 @@ pub(crate) fn failure_of(sql: &str) -> Option<String> {
     Spi::get_one_with_args::<String>("SELECT pg_temp.failure_of($1)", &[sql.into()]).unwrap()
 }
 
+/// Creates `pg_temp.failure_of` once per session (a role switched to later may call it, but
+/// could not replace it).
 pub(crate) fn setup() {
+    if one::<bool>("SELECT pg_catalog.to_regprocedure('pg_temp.failure_of(text)') IS NOT NULL")
+        == Some(true)
+    {
+        return;
+    }
     run(r#"
-        CREATE OR REPLACE FUNCTION pg_temp.failure_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+        CREATE FUNCTION pg_temp.failure_of(stmt text) RETURNS text LANGUAGE plpgsql AS $$
         BEGIN
             EXECUTE stmt;
             RETURN NULL;
