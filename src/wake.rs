@@ -5,7 +5,7 @@
 //! Present only when the library is in `shared_preload_libraries`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
@@ -32,6 +32,18 @@ pub struct WakeSlot {
     serving: AtomicBool,
 }
 
+/// A database a statement needs without other sessions (DROP DATABASE, ALTER DATABASE ...
+/// RENAME, CREATE DATABASE ... TEMPLATE), until when: its worker leaves, and one starting
+/// meanwhile leaves at once. The launcher starts it again later if the database is still there.
+#[derive(Default)]
+pub struct Leaving {
+    database: AtomicU32,
+    until_unix: AtomicI64,
+}
+
+/// Postgres waits this long for other sessions to leave the database, then refuses.
+const LEAVE_FOR_SECS: i64 = 5;
+
 pub struct Wakeups {
     slots: [WakeSlot; MAX_DATABASES],
     /// The launcher's latch, 0 while it is not running.
@@ -41,6 +53,7 @@ pub struct Wakeups {
     requests: [AtomicU32; MAX_DATABASES],
     /// More requests than entries: the launcher looks at every database it does not serve.
     requests_overflow: AtomicBool,
+    leaving: [Leaving; 8],
 }
 
 impl Default for Wakeups {
@@ -50,6 +63,7 @@ impl Default for Wakeups {
             launcher_latch: AtomicUsize::new(0),
             requests: std::array::from_fn(|_| AtomicU32::new(0)),
             requests_overflow: AtomicBool::new(false),
+            leaving: std::array::from_fn(|_| Leaving::default()),
         }
     }
 }
@@ -213,8 +227,11 @@ unsafe extern "C-unwind" fn wake_after_utility(
     dest: *mut pg_sys::DestReceiver,
     completion: *mut pg_sys::QueryCompletion,
 ) {
-    // SAFETY: Postgres hands every hook a valid PlannedStmt whose utilityStmt is a Node (a
-    // CreateExtensionStmt's extname is a C string).
+    // SAFETY: Postgres hands every hook a valid PlannedStmt whose utilityStmt is a Node.
+    if let Some(database) = unsafe { database_needed_alone((*statement).utilityStmt) } {
+        stop_worker_of(&database);
+    }
+    // SAFETY: as above (a CreateExtensionStmt's extname is a C string).
     let (commit_prepared, creates_extension, drops) = unsafe {
         let node = (*statement).utilityStmt;
         let tag = if node.is_null() {
@@ -277,6 +294,93 @@ unsafe extern "C-unwind" fn wake_after_utility(
     if drops {
         wake_worker_on_commit();
     }
+}
+
+/// The database a statement needs without other sessions connected: DROP DATABASE, ALTER
+/// DATABASE ... RENAME, CREATE DATABASE ... TEMPLATE (Postgres waits 5 s for them to leave,
+/// then refuses).
+///
+/// # Safety
+/// `node` is NULL or the utility statement Postgres passed the hook.
+unsafe fn database_needed_alone(node: *mut pg_sys::Node) -> Option<std::ffi::CString> {
+    if node.is_null() {
+        return None;
+    }
+    let copy = |name: *const std::ffi::c_char| {
+        // SAFETY: a statement's names are NUL-terminated strings of its parse tree.
+        (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_owned())
+    };
+    // SAFETY: the node's tag says which statement struct it is; its fields are valid.
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_DropdbStmt => copy((*(node as *mut pg_sys::DropdbStmt)).dbname),
+            pg_sys::NodeTag::T_RenameStmt => {
+                let rename = node as *mut pg_sys::RenameStmt;
+                ((*rename).renameType == pg_sys::ObjectType::OBJECT_DATABASE)
+                    .then(|| copy((*rename).subname))
+                    .flatten()
+            }
+            pg_sys::NodeTag::T_CreatedbStmt => {
+                let options = pgrx::PgList::<pg_sys::DefElem>::from_pg(
+                    (*(node as *mut pg_sys::CreatedbStmt)).options,
+                );
+                let template = options.iter_ptr().find(|option| {
+                    !(**option).defname.is_null()
+                        && std::ffi::CStr::from_ptr((**option).defname) == c"template"
+                        && !(**option).arg.is_null()
+                });
+                template.and_then(|option| copy(pg_sys::defGetString(option)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Ask the worker of the database named `name` to leave it now (one starting meanwhile leaves
+/// at once).
+fn stop_worker_of(name: &std::ffi::CStr) {
+    if !shared_memory_ready() {
+        return;
+    }
+    // SAFETY: a catalog lookup by name, in the statement's transaction; InvalidOid if missing.
+    let database = u32::from(unsafe { pg_sys::get_database_oid(name.as_ptr(), true) });
+    if database == 0 {
+        return;
+    }
+    let wakeups = WAKEUPS.get();
+    let now = unix_now();
+    // The entry of this database, or one expired, or the oldest.
+    let entry = wakeups
+        .leaving
+        .iter()
+        .find(|e| e.database.load(Ordering::Acquire) == database)
+        .or_else(|| {
+            wakeups
+                .leaving
+                .iter()
+                .min_by_key(|e| e.until_unix.load(Ordering::Acquire))
+        })
+        .expect("entries");
+    entry.database.store(database, Ordering::Release);
+    entry
+        .until_unix
+        .store(now + LEAVE_FOR_SECS + 1, Ordering::Release);
+    if let Some(slot) = slot_of(database) {
+        set_latch(wakeups.slots[slot].latch.load(Ordering::Acquire));
+    }
+}
+
+/// A statement asked this worker to leave its database.
+pub fn stop_requested() -> bool {
+    if !shared_memory_ready() {
+        return false;
+    }
+    let database = my_database();
+    let now = unix_now();
+    WAKEUPS.get().leaving.iter().any(|e| {
+        e.database.load(Ordering::Acquire) == database
+            && e.until_unix.load(Ordering::Acquire) > now
+    })
 }
 
 pub fn shared_memory_ready() -> bool {

@@ -59,6 +59,8 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database_oid = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database_oid), None);
+    // Before any statement: nothing it runs may resolve through someone else's search_path.
+    pin_session_settings();
     // Where the extension is not installed the worker stops at once: it must not hold the
     // database (a DROP DATABASE would wait for it) nor a background worker slot.
     let (database, installed) = in_transaction(|| {
@@ -101,12 +103,17 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
             unsafe { pg_sys::proc_exit(0) };
         }
     }
+    if wake::stop_requested() {
+        // Its slot stays: the launcher starts it again if the database is still there.
+        debug1!("webhook_ext worker: database \"{database}\" is being dropped, renamed or copied");
+        // SAFETY: as above.
+        unsafe { pg_sys::proc_exit(0) };
+    }
     // Whatever an earlier worker of this database left there is not in flight any more.
     in_flight::clear_worker();
     wake::publish_settings(&settings::effective_json());
     log!("webhook_ext worker started, serving database \"{database}\"");
 
-    pin_session_settings();
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
         Err(e) => {
@@ -122,6 +129,8 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
     if worker.uninstalled {
         log!("webhook_ext worker: webhook_ext is no longer installed in database \"{database}\"; stopping");
         wake::release_slot_at_exit();
+    } else if wake::stop_requested() {
+        log!("webhook_ext worker: leaving database \"{database}\" for a statement that needs it alone (DROP, RENAME or copy of the database)");
     } else {
         log!("webhook_ext worker stopping");
     }
@@ -316,14 +325,14 @@ impl Worker {
                 sleep = sleep.min(PURGE_PAUSE);
             }
             wake::report_progress(self.in_flight.len(), 0);
-            if self.uninstalled {
+            if self.uninstalled || wake::stop_requested() {
                 break;
             }
 
             if !self.local_results.is_empty() || wake::work_queued() {
                 continue;
             }
-            if !wait_for_work(sleep, self.pool.wake_fd()) {
+            if !wait_for_work(sleep, self.pool.wake_fd()) || wake::stop_requested() {
                 break;
             }
         }

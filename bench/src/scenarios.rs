@@ -23,6 +23,8 @@ use crate::util::{
 };
 use crate::wal;
 
+mod many_databases;
+
 /// Sizes of one run: `full()` is the issue's, `quick()` a smoke test of every scenario.
 #[derive(Debug, Clone)]
 pub struct Sizes {
@@ -113,6 +115,7 @@ max_connections = 100
 log_line_prefix = '%m [%p] %b '
 log_checkpoints = on
 max_prepared_transactions = 2
+webhook.databases = 'postgres, bench_db_2, bench_db_3, bench_db_4'
 ";
 
 /// Scenario 4 compares what the worker runs to find its work (walk, due rows) over the first
@@ -135,7 +138,7 @@ const CLIENTE_DDL: &str = "CREATE TABLE cliente (
 const CLIENTE_TRIGGER: &str = "CREATE TRIGGER cliente_webhook AFTER INSERT OR UPDATE OR DELETE \
     ON cliente FOR EACH ROW EXECUTE FUNCTION webhook_trigger('cliente')";
 
-/// Scenario 7's database the worker does not serve (it serves `webhook.database`, `postgres`).
+/// Scenario 7's database no worker serves (`webhook.databases` in CLUSTER_CONF does not list it).
 const WAL_IDLE_DB: &str = "bench_wal";
 /// Scenario 7's first 50 events for its subscriber, in each of its two databases.
 const WAL_WARM: &str = "SELECT webhook_emit('cliente.warm', jsonb_build_object('n', g))
@@ -319,7 +322,7 @@ impl Bench {
             only.is_empty() || only.iter().any(|o| title.starts_with(&format!("{o}.")))
         };
         type Step = fn(&mut Bench, &mut Section) -> Result<()>;
-        let steps: [(&str, Step); 7] = [
+        let steps: [(&str, Step); 8] = [
             ("1. Throughput", Bench::throughput),
             ("5. Isolation: one receiver never answers", Bench::isolation),
             ("2. Latency at a steady 200 events/s", Bench::latency),
@@ -327,6 +330,7 @@ impl Bench {
             ("7. WAL per delivered event", Bench::wal_per_event),
             ("4. Backlog", Bench::backlog),
             ("6. Footprint", Bench::footprint),
+            ("8. Many databases", Bench::many_databases),
         ];
         for (title, step) in steps {
             if !wanted(title) {
