@@ -378,8 +378,7 @@ pub fn stop_requested() -> bool {
     let database = my_database();
     let now = unix_now();
     WAKEUPS.get().leaving.iter().any(|e| {
-        e.database.load(Ordering::Acquire) == database
-            && e.until_unix.load(Ordering::Acquire) > now
+        e.database.load(Ordering::Acquire) == database && e.until_unix.load(Ordering::Acquire) > now
     })
 }
 

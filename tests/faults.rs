@@ -354,7 +354,11 @@ fn drop_database_of_the_worker_neither_hangs_nor_crashes_and_it_comes_back() {
     // 5 s with 55006 while a worker is connected).
     let started = Instant::now();
     admin.batch_execute("DROP DATABASE appdb").unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // WITH (FORCE) terminates the worker and drops it.
     admin.batch_execute("CREATE DATABASE appdb").unwrap();
     let mut app = cluster.connect_to("appdb");
