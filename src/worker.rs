@@ -352,8 +352,8 @@ impl Worker {
             self.pool.grow(concurrency);
             self.pool
                 .set_caps(Caps::for_concurrency(concurrency, self.timeout));
-            wake::publish_settings(&self.settings_json());
         }
+        wake::publish_settings(&self.settings_json());
     }
 
     /// The settings in force, with this worker's share of the concurrency.

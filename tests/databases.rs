@@ -604,3 +604,54 @@ fn with_no_background_worker_slot_free_the_database_says_so_and_is_served_once_o
     assert!(status_message(&mut dbs[waiting]).0);
     assert!(!cluster.server_log().contains("PANIC"));
 }
+
+#[test]
+fn webhook_concurrency_is_shared_by_the_databases_served_and_a_busy_one_cannot_starve_a_quiet_one()
+{
+    let cluster = Cluster::start("shared", "webhook.concurrency = 4");
+    let share = |db: &mut Client| -> Option<i64> {
+        db.query_one(
+            "SELECT (webhook_worker_settings()->>'concurrency_share')::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // The busy database's partner never answers: everything it queues stays in flight.
+    let hanging = Receiver::always(Reply::Hang);
+    let mut busy = tenant(&cluster, "busy", &hanging.url(), "k");
+    wait_until("busy's worker to take the whole budget", DEADLINE, || {
+        (share(&mut busy) == Some(4)).then_some(())
+    });
+    let quick = Receiver::always(Reply::ok());
+    let mut quiet = tenant(&cluster, "quiet", &quick.url(), "k");
+    // Two databases: 2 each, in both workers.
+    wait_until("the budget to be split", DEADLINE, || {
+        (share(&mut busy) == Some(2) && share(&mut quiet) == Some(2)).then_some(())
+    });
+    for i in 0..50 {
+        busy.execute(
+            "INSERT INTO cliente (nome) VALUES ($1)",
+            &[&format!("busy-{i}")],
+        )
+        .unwrap();
+    }
+    hanging.wait_for(1, DEADLINE);
+    for i in 0..5 {
+        quiet
+            .execute(
+                "INSERT INTO cliente (nome) VALUES ($1)",
+                &[&format!("quiet-{i}")],
+            )
+            .unwrap();
+    }
+    // The quiet database delivers while the busy one's share hangs.
+    assert_eq!(quick.wait_for(5, DEADLINE).len(), 5);
+    // The quiet database goes: busy gets the whole budget back.
+    quiet
+        .batch_execute("DROP EXTENSION webhook_ext CASCADE")
+        .unwrap();
+    wait_until("the budget to come back to busy", DEADLINE, || {
+        (share(&mut busy) == Some(4)).then_some(())
+    });
+}
