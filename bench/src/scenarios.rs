@@ -1614,8 +1614,8 @@ impl Bench {
              measures of the same {n} one-row INSERTs into `cliente` (scenario 3's statement), \
              one per transaction (`pgbench -n -c 1 -t {n}`): **plain**, without the trigger, and \
              **queue**, with `webhook_trigger('cliente')` and one subscriber, both in a database \
-             the worker does not serve (`{WAL_IDLE_DB}`: it serves `webhook.database`, here \
-             `postgres`), so that nothing is delivered; **delivered**, the same INSERTs with the \
+             no worker serves (`{WAL_IDLE_DB}`: `webhook.databases` does not list it), so that \
+             nothing is delivered; **delivered**, the same INSERTs with the \
              trigger and one subscriber in `postgres`, the database the worker serves, which \
              delivers them to our receiver (200) while they run: that measure ends when all {n} \
              have succeeded (polled, at most 120 s after the last INSERT). The worker is never \
