@@ -655,3 +655,41 @@ fn webhook_concurrency_is_shared_by_the_databases_served_and_a_busy_one_cannot_s
         (share(&mut busy) == Some(4)).then_some(())
     });
 }
+
+#[test]
+fn a_launcher_that_restarts_finds_the_running_workers_and_starts_no_second_one() {
+    let cluster = Cluster::start("relaunch", "");
+    let receiver = Receiver::always(Reply::ok());
+    let mut crm = tenant(&cluster, "crm", &receiver.url(), "k");
+    let before = wait_for_workers(&cluster, &["crm"]);
+    let mut admin = cluster.connect();
+    let launcher = |admin: &mut Client| -> Option<i32> {
+        admin
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook_ext launcher'",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get(0))
+    };
+    let old = launcher(&mut admin).expect("the launcher runs");
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&old])
+        .unwrap();
+    // The postmaster starts it again (5 s); crm's worker ran on meanwhile.
+    wait_until("a new launcher", DEADLINE, || {
+        launcher(&mut admin).filter(|&pid| pid != old)
+    });
+    crm.execute("INSERT INTO cliente (nome) VALUES ('durante')", &[])
+        .unwrap();
+    assert_eq!(receiver.wait_for(1, DEADLINE).len(), 1);
+    // The new launcher serves new databases, and crm keeps its one worker.
+    let other = Receiver::always(Reply::ok());
+    let mut billing = tenant(&cluster, "billing", &other.url(), "k");
+    billing
+        .execute("INSERT INTO cliente (nome) VALUES ('novo')", &[])
+        .unwrap();
+    assert_eq!(other.wait_for(1, DEADLINE).len(), 1);
+    let after = wait_for_workers(&cluster, &["crm", "billing"]);
+    assert_eq!(after["crm"], before["crm"]);
+}
