@@ -538,30 +538,20 @@ pub fn register_worker() -> Result<(), NoSlot> {
                 .position(|w| w.database == 0)
                 .ok_or(NoSlot::Full)?,
         };
-        let previous = registry.workers[index];
-        registry.workers[index] = WorkerState {
+        // What the previous worker of this database last saw (attempts, the last error: why
+        // it stopped) stays until this one knows better.
+        let state = &mut registry.workers[index];
+        if state.database != database {
+            *state = WorkerState::default();
+        }
+        *state = WorkerState {
             database,
             pid,
             started_at_unix: unix_now(),
-            // What the previous worker of this database last saw stays until this one knows
-            // better (its last error says why it stopped).
-            attempts_total: if previous.database == database {
-                previous.attempts_total
-            } else {
-                0
-            },
-            last_error_at_unix: if previous.database == database {
-                previous.last_error_at_unix
-            } else {
-                0
-            },
-            last_error_len: if previous.database == database {
-                previous.last_error_len
-            } else {
-                0
-            },
-            last_error: previous.last_error,
-            ..Default::default()
+            in_flight: 0,
+            queue_depth: -1,
+            settings_len: 0,
+            ..*state
         };
         registry
             .no_worker_slot
