@@ -693,3 +693,30 @@ fn a_launcher_that_restarts_finds_the_running_workers_and_starts_no_second_one()
     let after = wait_for_workers(&cluster, &["crm", "billing"]);
     assert_eq!(after["crm"], before["crm"]);
 }
+
+#[test]
+fn a_bad_webhook_databases_value_is_refused_naming_the_problem() {
+    let cluster = Cluster::start("badlist", "");
+    let mut admin = cluster.connect();
+    for (value, says) in [
+        ("crm,,billing", "empty database name"),
+        ("", "empty"),
+        ("crm, *", "'*'"),
+    ] {
+        let error = admin
+            .batch_execute(&format!("ALTER SYSTEM SET webhook.databases = '{value}'"))
+            .expect_err("refused");
+        assert_eq!(error.code().map(|c| c.code()), Some("22023"));
+        let detail = error
+            .as_db_error()
+            .and_then(|e| e.detail())
+            .unwrap_or_default()
+            .to_string();
+        assert!(detail.contains(says), "{value:?}: {detail}");
+    }
+    // Nothing was written: the cluster restarts with the default.
+    cluster.pg_ctl_stop("fast");
+    cluster.pg_ctl_start();
+    let mut admin = cluster.connect();
+    assert_eq!(query_string(&mut admin, "SHOW webhook.databases"), "*");
+}
