@@ -173,10 +173,12 @@ impl Launcher {
                     };
                 }
                 BackgroundWorkerStatus::Started | BackgroundWorkerStatus::NotYetStarted => {
-                    match wake::worker_pid(oid) {
-                        // It found the extension: a request is answered.
-                        Some(pid) if pid != 0 => database.requested = false,
-                        _ => starting += 1,
+                    // Not settled until it took its slot. A request stays until this worker
+                    // stops: one that looked just before the CREATE EXTENSION committed (a
+                    // DROP and CREATE in quick succession) is on its way out, and another must
+                    // follow it.
+                    if !wake::worker_pid(oid).is_some_and(|pid| pid != 0) {
+                        starting += 1;
                     }
                 }
                 _ => {}
