@@ -172,14 +172,13 @@ impl Launcher {
                         None => State::Absent,
                     };
                 }
-                BackgroundWorkerStatus::Started | BackgroundWorkerStatus::NotYetStarted => {
-                    // Not settled until it took its slot. A request stays until this worker
-                    // stops: one that looked just before the CREATE EXTENSION committed (a
-                    // DROP and CREATE in quick succession) is on its way out, and another must
-                    // follow it.
-                    if !wake::worker_pid(oid).is_some_and(|pid| pid != 0) {
-                        starting += 1;
-                    }
+                // Not settled until it took its slot. (A request stays until this worker
+                // stops: one that looked just before the CREATE EXTENSION committed, a DROP
+                // and CREATE in quick succession, is on its way out, and another must follow.)
+                BackgroundWorkerStatus::Started | BackgroundWorkerStatus::NotYetStarted
+                    if wake::worker_pid(oid).is_none_or(|pid| pid == 0) =>
+                {
+                    starting += 1;
                 }
                 _ => {}
             }
