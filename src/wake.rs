@@ -818,6 +818,11 @@ pub fn waiting_for_worker_slot() -> Vec<u32> {
         .collect()
 }
 
+/// Every worker slot is taken: no other database can be served.
+pub fn all_slots_taken() -> bool {
+    shared_memory_ready() && REGISTRY.share().workers.iter().all(|w| w.database != 0)
+}
+
 /// The pid of `database`'s worker per its slot (0: it has a slot and is not running; None:
 /// no slot).
 pub fn worker_pid(database: u32) -> Option<i32> {

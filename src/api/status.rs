@@ -150,6 +150,15 @@ fn unserved_message(database: &str, launcher: &wake::LauncherSnapshot) -> (Strin
     if launcher.waiting_for_worker_slot {
         return (no_worker_slot_message(), launcher.last_error.clone());
     }
+    if wake::all_slots_taken() {
+        return (
+            format!(
+                "database {database} is not served: {} databases are served already, the most one server serves; events are queued meanwhile",
+                wake::MAX_DATABASES
+            ),
+            None,
+        );
+    }
     if launcher.pid == 0 {
         return (
             "the webhook_ext launcher is not running (it restarts within seconds; see the server log); events are queued meanwhile".to_string(),
