@@ -433,8 +433,8 @@ COMMENT ON FUNCTION webhook_worker_status() IS
     'Is a worker running, its pid, queue depth, in flight, last error and the settings it uses';
 
 -- Every database served in the cluster (shared memory; names from pg_database, which leaves
--- out a database dropped meanwhile). queue_depth is as the worker last counted it (it counts
--- every 5 s), NULL until then.
+-- out a database dropped meanwhile). queue_depth is as the worker last counted it: asked, each
+-- worker counts at its maintenance (every 5 s) for a minute; NULL until then.
 CREATE FUNCTION webhook_cluster_status() RETURNS TABLE (
     database     name,
     pid          integer,

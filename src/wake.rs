@@ -30,7 +30,14 @@ pub struct WakeSlot {
     due_changed: AtomicBool,
     /// The worker found the extension installed and delivers (counts for the concurrency share).
     serving: AtomicBool,
+    /// Until when webhook_cluster_status() wants this worker's queue depth: counting it reads
+    /// every due row, a cost not paid while nobody looks.
+    queue_depth_wanted_until: AtomicI64,
 }
+
+/// After webhook_cluster_status() asked, workers count their queue at each maintenance (every
+/// 5 s) for this long.
+const QUEUE_DEPTH_WANTED_FOR_SECS: i64 = 60;
 
 /// A database a statement needs without other sessions (DROP DATABASE, ALTER DATABASE ...
 /// RENAME, CREATE DATABASE ... TEMPLATE), until when: its worker leaves, and one starting
@@ -97,8 +104,9 @@ pub struct WorkerState {
     pub started_at_unix: i64,
     pub in_flight: i64,
     pub attempts_total: u64,
-    /// As of the worker's last maintenance (-1: not counted yet).
+    /// As the worker last counted it (-1: not counted yet), and when.
     pub queue_depth: i64,
+    pub queue_depth_at_unix: i64,
     pub last_error_at_unix: i64,
     pub last_error_len: usize,
     pub last_error: [u8; LAST_ERROR_CAPACITY],
@@ -115,6 +123,7 @@ impl Default for WorkerState {
             in_flight: 0,
             attempts_total: 0,
             queue_depth: -1,
+            queue_depth_at_unix: 0,
             last_error_at_unix: 0,
             last_error_len: 0,
             last_error: [0; LAST_ERROR_CAPACITY],
@@ -633,8 +642,33 @@ pub fn report_progress(in_flight: usize, attempts_finished: u64) {
     });
 }
 
+/// webhook_cluster_status() wants every worker's queue depth.
+pub fn want_queue_depths() {
+    if !shared_memory_ready() {
+        return;
+    }
+    let until = unix_now() + QUEUE_DEPTH_WANTED_FOR_SECS;
+    for slot in &WAKEUPS.get().slots {
+        slot.queue_depth_wanted_until
+            .store(until, Ordering::Release);
+    }
+}
+
+/// Should this worker count its queue at its next maintenance?
+pub fn queue_depth_wanted() -> bool {
+    my_slot().is_some_and(|slot| {
+        WAKEUPS.get().slots[slot]
+            .queue_depth_wanted_until
+            .load(Ordering::Acquire)
+            > unix_now()
+    })
+}
+
 pub fn report_queue_depth(depth: i64) {
-    with_my_state(|state| state.queue_depth = depth);
+    with_my_state(|state| {
+        state.queue_depth = depth;
+        state.queue_depth_at_unix = unix_now();
+    });
 }
 
 /// The settings the worker runs with (JSON), after start and every reload.
@@ -665,7 +699,10 @@ fn snapshot_of(state: &WorkerState) -> WorkerSnapshot {
         started_at_unix: state.started_at_unix,
         in_flight: state.in_flight,
         attempts_total: state.attempts_total,
-        queue_depth: (state.queue_depth >= 0).then_some(state.queue_depth),
+        // A count older than the time it is kept fresh for is not shown as if it were current.
+        queue_depth: (state.queue_depth >= 0
+            && unix_now() - state.queue_depth_at_unix <= QUEUE_DEPTH_WANTED_FOR_SECS)
+            .then_some(state.queue_depth),
         last_error: (state.last_error_len > 0)
             .then(|| text(&state.last_error[..state.last_error_len])),
         last_error_at_unix: state.last_error_at_unix,

@@ -632,6 +632,7 @@ impl Worker {
                 .is_none_or(|(_, at)| at.elapsed() >= FRONTIER_SAVE_INTERVAL),
             saved_frontier: self.frontier_saved.map(|(frontier, _)| frontier),
             maintenance_due,
+            count_queue_depth: maintenance_due && wake::queue_depth_wanted(),
             check_due: true,
             walk_may_wait: true,
             purge_due,
@@ -872,7 +873,7 @@ struct Claims {
     wrote_due: bool,
     purge: Option<store::PurgeBatch>,
     frontier_saved: Option<i64>,
-    /// Counted at maintenance, for webhook_cluster_status().
+    /// Counted at maintenance while webhook_cluster_status() asks for it.
     queue_depth: Option<i64>,
 }
 
@@ -889,6 +890,8 @@ struct RoundPlan {
     save_frontier: bool,
     saved_frontier: Option<i64>,
     maintenance_due: bool,
+    /// Count the queue for webhook_cluster_status() (at maintenance, while someone asks).
+    count_queue_depth: bool,
     /// Look at the due rows this round.
     check_due: bool,
     /// The walk may stop at a full fast endpoint (it has not waited long already).
@@ -919,8 +922,10 @@ impl RoundPlan {
         s: &Statements,
         mut walk: Walk,
     ) -> pgrx::spi::Result<Claims> {
-        let queue_depth = if self.maintenance_due {
+        if self.maintenance_due {
             s.forget_expired_secrets(client)?;
+        }
+        let queue_depth = if self.count_queue_depth {
             s.queue_depth(client)?
         } else {
             None

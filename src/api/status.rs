@@ -186,6 +186,8 @@ fn webhook_cluster_process() -> TableIterator<
         name!(last_error, Option<String>),
     ),
 > {
+    // Each worker counts its queue at its next maintenance (within 5 s), for a minute.
+    wake::want_queue_depths();
     let mut rows: Vec<_> = wake::cluster_snapshot()
         .into_iter()
         .map(|s| {
