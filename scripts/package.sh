@@ -97,10 +97,10 @@ cat > "$stage_dir/README.md" <<README
 1. \`sudo sh install.sh /path/to/pg_config\` (default: the \`pg_config\` on PATH; on Debian and
    Ubuntu with the PGDG packages: \`/usr/lib/postgresql/$major/bin/pg_config\`).
 2. In postgresql.conf: \`shared_preload_libraries = 'webhook_ext'\` (keep what was there, comma
-   separated), and \`webhook.database\` if the queue lives in another database than \`postgres\`.
+   separated). Every database with the extension is served (\`webhook.databases = '*'\`).
 3. Restart PostgreSQL.
-4. In that database: \`CREATE EXTENSION webhook_ext;\` (an existing installation:
-   \`ALTER EXTENSION webhook_ext UPDATE;\`).
+4. In each database that queues events: \`CREATE EXTENSION webhook_ext;\` (an existing
+   installation: \`ALTER EXTENSION webhook_ext UPDATE;\`).
 
 Then grant your application role what it needs: see "Install on your server" in the
 project's README and docs/SECURITY.md.

@@ -690,6 +690,26 @@ $$;
 COMMENT ON FUNCTION webhook_worker_status() IS
     'Is a worker running, its pid, queue depth, in flight, last error and the settings it uses';
 
+-- Every database served in the cluster (shared memory; names from pg_database, which leaves
+-- out a database dropped meanwhile). queue_depth is as the worker last counted it: asked, each
+-- worker counts at its maintenance (every 5 s) for a minute; NULL until then.
+CREATE FUNCTION webhook_cluster_status() RETURNS TABLE (
+    database     name,
+    pid          integer,
+    running      boolean,
+    queue_depth  bigint,
+    in_flight    integer,
+    last_error   text
+)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT d.datname, p.pid, p.running, p.queue_depth, p.in_flight, p.last_error
+      FROM @extschema@.webhook_cluster_process() AS p
+      JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) p.database_oid
+     ORDER BY d.datname;
+$$;
+COMMENT ON FUNCTION webhook_cluster_status() IS
+    'Every database served: its worker pid, whether it runs, queue depth, in flight, last error';
+
 ------------------------------------------------------------------------------------------
 -- Privileges: nothing is executable by PUBLIC. docs/SECURITY.md shows the GRANTs.
 ------------------------------------------------------------------------------------------
@@ -727,3 +747,5 @@ REVOKE ALL ON FUNCTION webhook_ping(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_worker_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_worker_process() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook_worker_settings() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_cluster_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook_cluster_process() FROM PUBLIC;

@@ -1,5 +1,6 @@
-//! Which deliveries have an attempt in flight right now, in shared memory: the worker's
-//! (published after each of its rounds) and those of `webhook_retry` in some session. Nothing
+//! Which deliveries have an attempt in flight right now, in shared memory: each database's
+//! worker's (published after each of its rounds, in the worker's slot: see wake) and those of
+//! `webhook_retry` in some session (with their database: ids are per database). Nothing
 //! durable marks a delivery the worker is sending. The view webhook_delivery shows these as
 //! 'delivering', `webhook_retry` refuses them (55006), and the worker leaves a delivery a
 //! session holds to that session. Present only when the library is preloaded.
@@ -10,27 +11,46 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
-/// More than the worker ever holds (worker::MAX_OUTSTANDING).
-const WORKER_CAPACITY: usize = 4096;
+use crate::wake::{self, MAX_DATABASES};
+
+/// What a worker ever holds (pacing::MAX_OUTSTANDING).
+const WORKER_CAPACITY: usize = webhook_delivery::pacing::MAX_OUTSTANDING;
 /// Sessions attempting a delivery by hand at the same moment.
 const SESSION_CAPACITY: usize = 64;
 
 #[derive(Copy, Clone)]
+struct WorkerSet {
+    len: usize,
+    /// Sorted, `len` of them.
+    ids: [i64; WORKER_CAPACITY],
+}
+
+#[derive(Copy, Clone)]
 pub struct InFlight {
-    worker_len: usize,
-    /// Sorted, `worker_len` of them.
-    worker: [i64; WORKER_CAPACITY],
-    /// (delivery id, backend pid); a pid of 0 is a free slot.
-    sessions: [(i64, i32); SESSION_CAPACITY],
+    /// By worker slot (wake::slot_of).
+    workers: [WorkerSet; MAX_DATABASES],
+    /// (database oid, delivery id, backend pid); a pid of 0 is a free slot.
+    sessions: [(u32, i64, i32); SESSION_CAPACITY],
 }
 
 impl Default for InFlight {
     fn default() -> Self {
         InFlight {
-            worker_len: 0,
-            worker: [0; WORKER_CAPACITY],
-            sessions: [(0, 0); SESSION_CAPACITY],
+            workers: [WorkerSet {
+                len: 0,
+                ids: [0; WORKER_CAPACITY],
+            }; MAX_DATABASES],
+            sessions: [(0, 0, 0); SESSION_CAPACITY],
         }
+    }
+}
+
+impl InFlight {
+    fn worker_holds(&self, slot: Option<usize>, delivery_id: i64) -> bool {
+        slot.is_some_and(|slot| {
+            let set = &self.workers[slot];
+            set.ids[..set.len].binary_search(&delivery_id).is_ok()
+        })
     }
 }
 
@@ -58,12 +78,18 @@ fn my_pid() -> i32 {
     unsafe { pg_sys::MyProcPid }
 }
 
+fn my_database() -> u32 {
+    // SAFETY: a plain global of this backend.
+    u32::from(unsafe { pg_sys::MyDatabaseId })
+}
+
 /// The worker's deliveries in flight are now `current` and `new`, except those of `new` that
 /// a session holds, which are returned: the worker must not send them.
 pub fn publish_worker(current: impl Iterator<Item = i64>, new: &[i64]) -> Vec<i64> {
-    if !READY.load(Ordering::Relaxed) {
+    let Some(slot) = wake::my_slot().filter(|_| READY.load(Ordering::Relaxed)) else {
         return vec![];
-    }
+    };
+    let database = my_database();
     let mut held_by_sessions = Vec::new();
     let mut state = IN_FLIGHT.exclusive();
     let mut ids: Vec<i64> = current.collect();
@@ -71,7 +97,7 @@ pub fn publish_worker(current: impl Iterator<Item = i64>, new: &[i64]) -> Vec<i6
         if state
             .sessions
             .iter()
-            .any(|&(held, pid)| pid != 0 && held == id)
+            .any(|&(db, held, pid)| pid != 0 && db == database && held == id)
         {
             held_by_sessions.push(id);
         } else {
@@ -81,15 +107,16 @@ pub fn publish_worker(current: impl Iterator<Item = i64>, new: &[i64]) -> Vec<i6
     ids.sort_unstable();
     ids.dedup();
     ids.truncate(WORKER_CAPACITY);
-    state.worker[..ids.len()].copy_from_slice(&ids);
-    state.worker_len = ids.len();
+    let set = &mut state.workers[slot];
+    set.ids[..ids.len()].copy_from_slice(&ids);
+    set.len = ids.len();
     held_by_sessions
 }
 
-/// The worker stopped: nothing of it is in flight.
+/// The worker stopped, or starts: nothing of it is in flight.
 pub fn clear_worker() {
-    if READY.load(Ordering::Relaxed) {
-        IN_FLIGHT.exclusive().worker_len = 0;
+    if let Some(slot) = wake::my_slot().filter(|_| READY.load(Ordering::Relaxed)) {
+        IN_FLIGHT.exclusive().workers[slot].len = 0;
     }
 }
 
@@ -112,19 +139,20 @@ pub fn hold_for_session(delivery_id: i64) -> bool {
         CALLBACK_REGISTERED.set(true);
     }
     let pid = my_pid();
+    let database = my_database();
+    let worker_slot = wake::slot_of(database);
     let mut state = IN_FLIGHT.exclusive();
-    let len = state.worker_len;
-    if state.worker[..len].binary_search(&delivery_id).is_ok()
+    if state.worker_holds(worker_slot, delivery_id)
         || state
             .sessions
             .iter()
-            .any(|&(held, owner)| owner != 0 && held == delivery_id)
+            .any(|&(db, held, owner)| owner != 0 && db == database && held == delivery_id)
     {
         return false;
     }
-    match state.sessions.iter_mut().find(|slot| slot.1 == 0) {
+    match state.sessions.iter_mut().find(|slot| slot.2 == 0) {
         Some(slot) => {
-            *slot = (delivery_id, pid);
+            *slot = (database, delivery_id, pid);
             HOLDING.set(true);
             true
         }
@@ -150,8 +178,8 @@ unsafe extern "C-unwind" fn release_at_end(
     {
         let pid = my_pid();
         let mut state = IN_FLIGHT.exclusive();
-        for slot in state.sessions.iter_mut().filter(|slot| slot.1 == pid) {
-            *slot = (0, 0);
+        for slot in state.sessions.iter_mut().filter(|slot| slot.2 == pid) {
+            *slot = (0, 0, 0);
         }
     }
 }
@@ -164,12 +192,11 @@ fn webhook_delivery_in_flight(delivery_id: i64) -> bool {
         return false;
     }
     let pid = my_pid();
+    let database = my_database();
+    let worker_slot = wake::slot_of(database);
     let state = IN_FLIGHT.share();
-    state.worker[..state.worker_len]
-        .binary_search(&delivery_id)
-        .is_ok()
-        || state
-            .sessions
-            .iter()
-            .any(|&(held, owner)| owner != 0 && owner != pid && held == delivery_id)
+    state.worker_holds(worker_slot, delivery_id)
+        || state.sessions.iter().any(|&(db, held, owner)| {
+            owner != 0 && owner != pid && db == database && held == delivery_id
+        })
 }

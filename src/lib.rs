@@ -1,15 +1,16 @@
-//! webhook_ext: PostgreSQL as a reliable webhook sender. This file is the manifest; the
-//! path of one delivery is: `webhook_trigger`/`webhook_emit` (sql/api.sql, api::events)
-//! queue rows and arm the commit wake-up (wake) → the worker (worker) walks them (store,
-//! webhook_delivery::walk), marks them in flight in shared memory (in_flight), signs and
-//! sends them on its HTTP pool (webhook_delivery crate) → records outcomes and schedules
-//! retries (attempt, store).
+//! webhook_ext: PostgreSQL as a reliable webhook sender. This file is the manifest. A
+//! launcher (launcher) starts one worker per database served; the path of one delivery is:
+//! `webhook_trigger`/`webhook_emit` (sql/api.sql, api::events) queue rows and arm the commit
+//! wake-up (wake) → that database's worker (worker) walks them (store, webhook_delivery::walk),
+//! marks them in flight in shared memory (in_flight), signs and sends them on its HTTP pool
+//! (webhook_delivery crate) → records outcomes and schedules retries (attempt, store).
 
 use pgrx::prelude::*;
 
 mod api;
 mod attempt;
 mod in_flight;
+mod launcher;
 mod pinned;
 mod settings;
 mod store;
@@ -26,7 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::init();
     wake::init();
     in_flight::init();
-    worker::init();
+    launcher::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

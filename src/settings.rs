@@ -4,18 +4,28 @@
 //! there).
 
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use webhook_delivery::databases::Served;
 use webhook_delivery::http::Limits;
 use webhook_delivery::policy::NetworkPolicy;
 use webhook_delivery::schedule;
 
-/// `webhook.database`: the database whose queue the worker serves (restart to change).
+/// `webhook.database`: before 0.5.0 the one database served; set explicitly (and without
+/// `webhook.databases`) it still means that (restart to change).
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// `webhook.databases`: `*` (every database where the extension is installed) or a comma list.
+static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"*"));
+/// Set by the check hooks: the setting came from somewhere other than its built-in default
+/// (postgresql.conf, ALTER SYSTEM, the command line). Decided in the postmaster at startup,
+/// inherited by every process it forks.
+static DATABASE_EXPLICIT: AtomicBool = AtomicBool::new(false);
+static DATABASES_EXPLICIT: AtomicBool = AtomicBool::new(false);
 /// `webhook.timeout`: the whole of one attempt (connect, send, receive), in milliseconds.
 static TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 /// `webhook.retry_schedule`: the delay before each attempt; its length is the number of attempts.
@@ -38,14 +48,31 @@ pub fn init() {
     // is no worker, so there is nothing for it to configure.
     // SAFETY: a plain global of the backend, set by Postgres while it preloads libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        GucRegistry::define_string_guc(
-            c"webhook.database",
-            c"Database whose webhook queue the background worker serves.",
-            c"Changing it needs a server restart.",
-            &DATABASE,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
+        // SAFETY: the hooks are #[pg_guard]ed and only read their arguments.
+        unsafe {
+            GucRegistry::define_string_guc_with_hooks(
+                c"webhook.databases",
+                c"Databases served: * (every database where webhook_ext is installed) or a comma list.",
+                c"Changing it needs a server restart.",
+                &DATABASES,
+                GucContext::Postmaster,
+                GucFlags::default(),
+                Some(check_databases),
+                None,
+                None,
+            );
+            GucRegistry::define_string_guc_with_hooks(
+                c"webhook.database",
+                c"The one database served when set without webhook.databases (the setting before 0.5.0).",
+                c"Changing it needs a server restart. webhook.databases, when set, wins.",
+                &DATABASE,
+                GucContext::Postmaster,
+                GucFlags::default(),
+                Some(check_database),
+                None,
+                None,
+            );
+        }
     }
     GucRegistry::define_int_guc(
         c"webhook.timeout",
@@ -139,8 +166,23 @@ fn string_value(setting: &GucSetting<Option<CString>>) -> String {
         .unwrap_or_default()
 }
 
-pub fn database() -> String {
-    string_value(&DATABASE)
+/// The databases served: `webhook.databases` when set; else an explicitly set
+/// `webhook.database` (an installation from before 0.5.0 keeps its meaning); else every
+/// database where the extension is installed.
+pub fn served() -> Served {
+    if !DATABASES_EXPLICIT.load(Ordering::Relaxed) && DATABASE_EXPLICIT.load(Ordering::Relaxed) {
+        return Served::Listed(vec![string_value(&DATABASE)]);
+    }
+    Served::parse(&string_value(&DATABASES)).unwrap_or(Served::All)
+}
+
+/// The setting that decides `served()`, as a user would change it (`webhook.databases = 'crm'`).
+pub fn served_setting() -> String {
+    if !DATABASES_EXPLICIT.load(Ordering::Relaxed) && DATABASE_EXPLICIT.load(Ordering::Relaxed) {
+        format!("webhook.database = '{}'", string_value(&DATABASE))
+    } else {
+        format!("webhook.databases = '{}'", string_value(&DATABASES))
+    }
 }
 
 pub fn timeout() -> Duration {
@@ -176,7 +218,7 @@ pub fn disable_after_failures() -> i32 {
 /// The values in force, as the worker publishes them for webhook_worker_status().
 pub fn effective_json() -> String {
     serde_json::json!({
-        "database": database(),
+        "databases": served_setting(),
         "timeout_ms": TIMEOUT_MS.get(),
         "retry_schedule": string_value(&RETRY_SCHEDULE),
         "concurrency": concurrency(),
@@ -224,6 +266,33 @@ unsafe fn check<T, E: std::fmt::Display>(
         Some(Err(e)) => refuse(&e.to_string()),
         None => refuse("not valid UTF-8"),
     }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_databases(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    DATABASES_EXPLICIT.store(
+        source != pg_sys::GucSource::PGC_S_DEFAULT,
+        Ordering::Relaxed,
+    );
+    // SAFETY: `newval` is the pointer Postgres passed this hook.
+    unsafe { check(newval, Served::parse) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_database(
+    _newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    DATABASE_EXPLICIT.store(
+        source != pg_sys::GucSource::PGC_S_DEFAULT,
+        Ordering::Relaxed,
+    );
+    true
 }
 
 #[pg_guard]

@@ -323,6 +323,7 @@ pub struct Statements {
     forget_expired_secrets: Prepared,
     purge: Prepared,
     next_due: Prepared,
+    queue_depth: Prepared,
     load_frontier: Prepared,
     save_frontier: Prepared,
     controls: Prepared,
@@ -390,6 +391,7 @@ impl Statements {
             forget_expired_secrets: statement(&[], worker_sql!("forget_expired_secrets")),
             purge: statement(&[INT8OID, INT8OID, FLOAT8OID], worker_sql!("purge")),
             next_due: statement(&[], worker_sql!("next_due")),
+            queue_depth: statement(&[], worker_sql!("queue_depth")),
             load_frontier: statement(&[], worker_sql!("load_frontier")),
             save_frontier: statement(&[INT8OID], worker_sql!("save_frontier")),
             controls: statement(&[], worker_sql!("controls")),
@@ -794,6 +796,14 @@ impl Statements {
             .run_readonly(client, &[])?
             .first()
             .get_one::<f64>()
+    }
+
+    /// Deliveries still to send, for webhook_cluster_status() (counted at maintenance).
+    pub fn queue_depth(&self, client: &SpiClient<'_>) -> spi::Result<Option<i64>> {
+        self.queue_depth
+            .run_readonly(client, &[])?
+            .first()
+            .get_one::<i64>()
     }
 
     pub fn load_frontier(&self, client: &SpiClient<'_>) -> spi::Result<i64> {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
 use std::time::{Duration, Instant, SystemTime};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -28,7 +28,7 @@ use crate::wake;
 
 /// How often the walk's frontier is saved (a restart walks again from there).
 const FRONTIER_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// While the extension is not installed in `webhook.database`, look again this often.
+/// While the extension waits for ALTER EXTENSION ... UPDATE, look again this often.
 const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Under load, wait up to this long for up to this many results before recording them.
 const COALESCE_WAIT: Duration = Duration::from_millis(2);
@@ -56,31 +56,69 @@ const OPERATIONAL_PREFIX: &str = "webhook_ext.";
 /// After a round rolled back by a deadlock, the next one comes this soon.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
-pub fn init() {
-    // SAFETY: a plain global of the backend, set by Postgres while it preloads libraries.
-    if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
-        return;
-    }
-    BackgroundWorkerBuilder::new("webhook_ext worker")
-        .set_type("webhook_ext worker")
-        .set_function("webhook_ext_worker_main")
-        .set_library("webhook_ext")
-        .enable_spi_access()
-        .set_restart_time(Some(Duration::from_secs(5)))
-        .load();
-}
-
+/// One database's delivery worker, started by the launcher (launcher.rs) with the database's
+/// oid as its argument.
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
+pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = settings::database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    wake::register_worker();
+    let database_oid = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database_oid), None);
+    // Before any statement: nothing it runs may resolve through someone else's search_path.
+    pin_session_settings();
+    // Where the extension is not installed the worker stops at once: it must not hold the
+    // database (a DROP DATABASE would wait for it) nor a background worker slot.
+    let (database, installed) = in_transaction(|| {
+        // SAFETY: in a transaction: get_database_name returns a palloc'd copy (or NULL).
+        let name = unsafe {
+            let name = pg_sys::get_database_name(database_oid);
+            if name.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        let installed = Spi::connect(crate::store::installation)
+            .ok()
+            .flatten()
+            .is_some();
+        (name, installed)
+    })
+    .unwrap_or_default();
+    if !installed {
+        debug1!("webhook_ext worker: webhook_ext is not installed in database \"{database}\"");
+        // SAFETY: the main thread, outside any transaction.
+        unsafe { pg_sys::proc_exit(0) };
+    }
+    match wake::register_worker() {
+        Ok(()) => {}
+        Err(wake::NoSlot::Duplicate(pid)) => {
+            debug1!("webhook_ext worker: database \"{database}\" is served already (pid {pid})");
+            // SAFETY: as above.
+            unsafe { pg_sys::proc_exit(0) };
+        }
+        Err(wake::NoSlot::Full) => {
+            warning!(
+                "webhook_ext worker: database \"{database}\" is not served: {} databases are served already, the most one server serves",
+                wake::MAX_DATABASES
+            );
+            // SAFETY: as above.
+            unsafe { pg_sys::proc_exit(0) };
+        }
+    }
+    if wake::stop_requested() {
+        // Its slot stays: the launcher starts it again if the database is still there.
+        debug1!("webhook_ext worker: database \"{database}\" is being dropped, renamed or copied");
+        // SAFETY: as above.
+        unsafe { pg_sys::proc_exit(0) };
+    }
+    // Whatever an earlier worker of this database left there is not in flight any more.
+    in_flight::clear_worker();
     wake::publish_settings(&settings::effective_json());
     log!("webhook_ext worker started, serving database \"{database}\"");
 
-    pin_session_settings();
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
         Err(e) => {
@@ -93,12 +131,17 @@ pub extern "C-unwind" fn webhook_ext_worker_main(_arg: pg_sys::Datum) {
         }
     };
     worker.run();
-    log!("webhook_ext worker stopping");
-    // Exit code 1, not 0: a worker terminated on its own (pg_terminate_backend, DROP DATABASE
-    // ... WITH (FORCE)) is then restarted by the postmaster; during shutdown nothing restarts.
+    if worker.uninstalled {
+        log!("webhook_ext worker: webhook_ext is no longer installed in database \"{database}\"; stopping");
+        wake::release_slot_at_exit();
+    } else if wake::stop_requested() {
+        log!("webhook_ext worker: leaving database \"{database}\" for a statement that needs it alone (DROP, RENAME or copy of the database)");
+    } else {
+        log!("webhook_ext worker stopping");
+    }
     // SAFETY: the worker's main thread, outside any transaction: what a background worker
-    // does to end itself.
-    unsafe { pg_sys::proc_exit(1) };
+    // does to end itself. The launcher decides whether another one starts.
+    unsafe { pg_sys::proc_exit(0) };
 }
 
 /// The settings every statement of the worker depends on, pinned for its session over
@@ -209,6 +252,19 @@ struct Worker {
     /// Keys to put on due rows the next round writes for deliveries of ordered webhooks
     /// (parked after a failed round): (delivery, key).
     keys_to_hold: Vec<(i64, String)>,
+    /// The extension is not installed any more: the worker stops.
+    pub uninstalled: bool,
+    /// How many databases shared webhook.concurrency when `concurrency` was computed.
+    sharing: usize,
+}
+
+/// This worker's share of the cluster-wide webhook.concurrency (and how many databases share it).
+fn concurrency_share() -> (usize, usize) {
+    let sharing = wake::serving_databases();
+    (
+        webhook_delivery::databases::share(settings::concurrency(), sharing),
+        sharing,
+    )
 }
 
 /// One endpoint's recent attempts and what it holds.
@@ -224,7 +280,8 @@ struct Endpoint {
 
 impl Worker {
     fn new() -> std::io::Result<Worker> {
-        let concurrency = settings::concurrency();
+        // Counted as serving from its first round on: its share is computed again then.
+        let (concurrency, _) = concurrency_share();
         let pool = new_pool(concurrency)?;
         Ok(Worker {
             pool,
@@ -251,6 +308,8 @@ impl Worker {
             buckets: HashMap::new(),
             held_keys: HashSet::new(),
             keys_to_hold: Vec::new(),
+            uninstalled: false,
+            sharing: 0,
         })
     }
 
@@ -272,6 +331,7 @@ impl Worker {
                 std::thread::sleep(spacing - since_last);
             }
             last_round = Instant::now();
+            self.follow_share();
             let results = self.collect_results();
             let recorded = results.len();
             wake::take_queued_work();
@@ -286,19 +346,48 @@ impl Worker {
                 sleep = sleep.min(PURGE_PAUSE);
             }
             wake::report_progress(self.in_flight.len(), 0);
+            if self.uninstalled || wake::stop_requested() {
+                break;
+            }
 
             if !self.local_results.is_empty() || wake::work_queued() {
                 continue;
             }
-            if !wait_for_work(sleep, self.pool.wake_fd()) {
+            if !wait_for_work(sleep, self.pool.wake_fd()) || wake::stop_requested() {
                 break;
             }
         }
         in_flight::clear_worker();
     }
 
+    /// The number of databases served changed: take the new share of webhook.concurrency.
+    /// Threads already started stay (idle), the caps say how many requests may be in flight.
+    fn follow_share(&mut self) {
+        let (concurrency, sharing) = concurrency_share();
+        if sharing == self.sharing {
+            return;
+        }
+        self.sharing = sharing;
+        if concurrency != self.concurrency {
+            self.concurrency = concurrency;
+            self.pool.grow(concurrency);
+            self.pool
+                .set_caps(Caps::for_concurrency(concurrency, self.timeout));
+        }
+        wake::publish_settings(&self.settings_json());
+    }
+
+    /// The settings in force, with this worker's share of the concurrency.
+    fn settings_json(&self) -> String {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&settings::effective_json()).unwrap_or_default();
+        json["concurrency_share"] = serde_json::json!(self.concurrency);
+        json["databases_sharing"] = serde_json::json!(self.sharing.max(1));
+        json.to_string()
+    }
+
     fn reload_settings(&mut self) {
-        self.concurrency = settings::concurrency();
+        self.concurrency = concurrency_share().0;
         self.timeout = settings::timeout();
         self.schedule = settings::retry_schedule();
         self.pool.grow(self.concurrency);
@@ -306,7 +395,7 @@ impl Worker {
             .set_caps(Caps::for_concurrency(self.concurrency, self.timeout));
         self.pool
             .set_client(Client::new(settings::limits(), settings::network_policy()));
-        wake::publish_settings(&settings::effective_json());
+        wake::publish_settings(&self.settings_json());
     }
 
     /// The finished attempts. Under load (the pool has work queued, so the threads keep going
@@ -475,6 +564,7 @@ impl Worker {
                             purge: None,
                             frontier_saved: None,
                             controls: None,
+                            queue_depth: None,
                         }));
                     }
                 };
@@ -502,10 +592,12 @@ impl Worker {
         match outcome {
             Ok(Ok(ClaimRound::NotInstalled)) => {
                 self.forget_schema();
+                self.uninstalled = true;
                 IDLE_INTERVAL
             }
             Ok(Ok(ClaimRound::OtherVersion(version))) => {
                 self.forget_schema();
+                wake::set_serving(false);
                 let message = format!(
                     "webhook_ext {version} is installed but this server runs {}: run ALTER EXTENSION webhook_ext UPDATE",
                     env!("CARGO_PKG_VERSION")
@@ -518,6 +610,10 @@ impl Worker {
                 IDLE_INTERVAL
             }
             Ok(Ok(ClaimRound::Claimed(claimed))) => {
+                wake::set_serving(true);
+                if let Some(depth) = claimed.queue_depth {
+                    wake::report_queue_depth(depth);
+                }
                 self.due_quiet_until =
                     match (claimed.due_seen, claimed.wrote_due || retries_recorded) {
                         // The worker made some due: look next round.
@@ -613,6 +709,7 @@ impl Worker {
                 .is_none_or(|(_, at)| at.elapsed() >= FRONTIER_SAVE_INTERVAL),
             saved_frontier: self.frontier_saved.map(|(frontier, _)| frontier),
             maintenance_due,
+            count_queue_depth: maintenance_due && wake::queue_depth_wanted(),
             check_due: true,
             walk_may_wait: true,
             purge_due,
@@ -913,6 +1010,8 @@ struct Claims {
     frontier_saved: Option<i64>,
     /// The controls, when this round reloaded them.
     controls: Option<HashMap<i64, Control>>,
+    /// Counted at maintenance while webhook_cluster_status() asks for it.
+    queue_depth: Option<i64>,
 }
 
 /// What a round maintains and takes, decided before its transaction.
@@ -930,6 +1029,8 @@ struct RoundPlan {
     save_frontier: bool,
     saved_frontier: Option<i64>,
     maintenance_due: bool,
+    /// Count the queue for webhook_cluster_status() (at maintenance, while someone asks).
+    count_queue_depth: bool,
     /// Look at the due rows this round.
     check_due: bool,
     /// The walk may stop at a full fast endpoint (it has not waited long already).
@@ -968,6 +1069,11 @@ impl RoundPlan {
         if self.maintenance_due {
             s.forget_expired_secrets(client)?;
         }
+        let queue_depth = if self.count_queue_depth {
+            s.queue_depth(client)?
+        } else {
+            None
+        };
         let purge = if self.purge_due {
             Some(s.purge(client, self.purge_from, PURGE_BATCH, self.retention)?)
         } else {
@@ -1161,6 +1267,7 @@ impl RoundPlan {
             purge,
             frontier_saved,
             controls: None,
+            queue_depth,
         })
     }
 }

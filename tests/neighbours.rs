@@ -308,6 +308,11 @@ fn a_role_that_sets_the_search_path_gets_none_of_its_operators_called_and_stays_
     )
     .unwrap();
     dba.query(
+        "SELECT database, running, queue_depth FROM webhook_cluster_status()",
+        &[],
+    )
+    .unwrap();
+    dba.query(
         "SELECT webhook_id, deliveries_total FROM webhook_stats",
         &[],
     )

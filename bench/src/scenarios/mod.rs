@@ -10,6 +10,7 @@ mod filters;
 mod footprint;
 mod isolation;
 mod latency;
+mod many_databases;
 mod profile;
 mod throughput;
 mod trigger_overhead;
@@ -126,6 +127,7 @@ max_connections = 100
 log_line_prefix = '%m [%p] %b '
 log_checkpoints = on
 max_prepared_transactions = 2
+webhook.databases = 'postgres, bench_db_2, bench_db_3, bench_db_4'
 ";
 
 /// Scenario 4 compares what the worker runs to find its work (walk, due rows) over the first
@@ -281,7 +283,7 @@ impl Bench {
             only.is_empty() || only.iter().any(|o| title.starts_with(&format!("{o}.")))
         };
         type Step = fn(&mut Bench, &mut Section) -> Result<()>;
-        let steps: [(&str, Step); 8] = [
+        let steps: [(&str, Step); 9] = [
             ("1. Throughput", Bench::throughput),
             ("5. Isolation: one receiver never answers", Bench::isolation),
             ("2. Latency at a steady 200 events/s", Bench::latency),
@@ -290,6 +292,7 @@ impl Bench {
             ("4. Backlog", Bench::backlog),
             ("6. Footprint", Bench::footprint),
             ("8. Filters per subscription", Bench::filters),
+            ("9. Many databases", Bench::many_databases),
         ];
         for (title, step) in steps {
             if !wanted(title) {

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Scenario 7's database the worker does not serve (it serves `webhook.database`, `postgres`).
+/// Scenario 7's database no worker serves (`webhook.databases` in CLUSTER_CONF does not list it).
 const WAL_IDLE_DB: &str = "bench_wal";
 /// Scenario 7's first 50 events for its subscriber, in each of its two databases.
 const WAL_WARM: &str = "SELECT webhook_emit('cliente.warm', jsonb_build_object('n', g))
@@ -351,8 +351,8 @@ impl Bench {
              measures of the same {n} one-row INSERTs into `cliente` (scenario 3's statement), \
              one per transaction (`pgbench -n -c 1 -t {n}`): **plain**, without the trigger, and \
              **queue**, with `webhook_trigger('cliente')` and one subscriber, both in a database \
-             the worker does not serve (`{WAL_IDLE_DB}`: it serves `webhook.database`, here \
-             `postgres`), so that nothing is delivered; **delivered**, the same INSERTs with the \
+             no worker serves (`{WAL_IDLE_DB}`: `webhook.databases` does not list it), so that \
+             nothing is delivered; **delivered**, the same INSERTs with the \
              trigger and one subscriber in `postgres`, the database the worker serves, which \
              delivers them to our receiver (200) while they run: that measure ends when all {n} \
              have succeeded (polled, at most 120 s after the last INSERT). The worker is never \

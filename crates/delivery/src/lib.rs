@@ -6,6 +6,7 @@
 //! HTTP threads that keeps the Postgres main thread from ever blocking on the network.
 
 pub mod columns;
+pub mod databases;
 pub mod envelope;
 pub mod fair;
 pub mod format;
