@@ -20,13 +20,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ffi::CStr;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
+use webhook_delivery::clock;
 use webhook_delivery::columns::{self, Selection};
 use webhook_delivery::{envelope, validate, InvalidField};
 
@@ -123,7 +124,9 @@ fn webhook_trigger<'a>(
     let body = envelope::assemble(
         &event_id.to_string(),
         &event,
-        unix_now_truncated(),
+        // Truncated as webhook_enqueue's `floor(extract(epoch FROM clock_timestamp()))`:
+        // never later than the commit.
+        clock::unix_seconds(SystemTime::now()),
         data,
         changes,
     )
@@ -247,14 +250,6 @@ fn row_fields(
         Ok(Value::Object(fields)) => fields,
         _ => raise(TriggerError::NotAnObject { table: table() }),
     }
-}
-
-/// The emission time in whole seconds, truncated as webhook_enqueue's
-/// `floor(extract(epoch FROM clock_timestamp()))`: never later than the commit.
-fn unix_now_truncated() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64)
 }
 
 /// What this trigger sends of its relation's rows, worked out on its first row.

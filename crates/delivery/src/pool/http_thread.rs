@@ -5,9 +5,10 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use super::{lock, Job, JobResult, Outgoing, Shared};
+use crate::clock;
 use crate::http::{Outcome, OutcomeKind, Request};
 
 /// What each HTTP thread runs, until the pool is dropped.
@@ -71,11 +72,7 @@ fn attempt(shared: &Shared, job: Job) -> JobResult {
         let request = match job.request {
             Outgoing::Ready(request) => request,
             Outgoing::SignAtStart { url, message } => {
-                let unix = started_at
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
-                match message.headers(unix) {
+                match message.headers(clock::unix_seconds(started_at)) {
                     Ok(headers) => Request {
                         url,
                         headers,

@@ -1,9 +1,10 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::http_thread::guarded;
 use super::*;
+use crate::clock;
 use crate::http::{Limits, OutcomeKind};
 use crate::policy::NetworkPolicy;
 use crate::testing::{response, TestServer};
@@ -663,11 +664,7 @@ fn a_message_is_signed_when_its_attempt_starts() {
         },
     });
     let results = collect(&pool, 1);
-    let started = results[0]
-        .started_at
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let started = clock::unix_seconds(results[0].started_at);
     assert_eq!(
         outcome(&results[0]).body.as_deref(),
         Some(format!("{started} {expected_signature}").as_str())
