@@ -32,7 +32,7 @@ use webhook_delivery::columns::{self, Selection};
 use webhook_delivery::{envelope, validate, InvalidField};
 
 use super::refuse;
-use crate::store::Prepared;
+use crate::store::{self, Prepared};
 use crate::wake;
 
 thread_local! {
@@ -441,15 +441,13 @@ fn is_current_release(function_oid: pg_sys::Oid) -> bool {
 }
 
 fn queue_sql(function_oid: pg_sys::Oid, current: bool) -> String {
-    // SAFETY: catalog lookups of the function being executed.
-    let (namespace, schema) = unsafe {
+    // SAFETY: catalog lookups of the function being executed (one of the extension's own).
+    let (namespace, name) = unsafe {
         let namespace = pg_sys::get_func_namespace(function_oid);
-        let name = pg_sys::get_namespace_name(namespace);
-        let quoted = CStr::from_ptr(pg_sys::quote_identifier(name))
-            .to_string_lossy()
-            .into_owned();
-        (namespace, quoted)
+        let name = CStr::from_ptr(pg_sys::get_namespace_name(namespace));
+        (namespace, name.to_string_lossy().into_owned())
     };
+    let schema = store::quoted_schema(&name);
     // An installation older than this library (0.3.0, until ALTER EXTENSION ... UPDATE) keeps
     // its deliveries in the table webhook_delivery: the application's writes go on, and the
     // update moves what they queued. After the update that name is the view, which inserts
