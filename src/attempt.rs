@@ -3,9 +3,10 @@
 //! probe (a signed `webhook.ping` sent now, recorded nowhere) of `webhook_ping` and
 //! `webhook_create(verify => true)`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use pgrx::pg_sys;
+use webhook_delivery::clock::{unix_seconds, unix_seconds_f64};
 use webhook_delivery::http::{Client, Outcome, OutcomeKind, Request};
 use webhook_delivery::schedule::{self, Verdict};
 use webhook_delivery::validate;
@@ -15,12 +16,6 @@ use crate::store::{Claimed, Recorded};
 
 pub fn user_agent() -> String {
     wire::user_agent(env!("CARGO_PKG_VERSION"))
-}
-
-pub fn unix_seconds(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// What goes into a claimed delivery's requests. Headers and format were validated when the
@@ -122,10 +117,7 @@ pub fn record_for(
         manual,
         status,
         retry_delay_ms,
-        started_at_epoch: started_at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        started_at_epoch: unix_seconds_f64(started_at),
         duration_ms: outcome.duration.as_millis().min(i32::MAX as u128) as i32,
         response_status: outcome.status.map(i32::from),
         response_body: outcome.body.clone(),

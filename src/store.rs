@@ -89,6 +89,14 @@ pub fn queue_depth_sql(schema: &str) -> String {
     in_schema(worker_sql!("queue_depth"), schema)
 }
 
+/// The extension's schema as SQL text (quoted where its name needs it): what `@extschema@`
+/// becomes in the statements the extension builds. CREATE EXTENSION may have put it anywhere,
+/// so it is found in the catalog: by `installation` (sql/worker/installation.sql) for the
+/// worker and the SQL functions, from the trigger function's own namespace in the trigger.
+pub fn quoted_schema(name: &str) -> String {
+    spi::quote_identifier(name)
+}
+
 /// A statement of sql/worker/ for the extension's schema (already quoted).
 fn in_schema(sql: &str, schema: &str) -> String {
     sql.replace("@extschema@", schema)
@@ -343,7 +351,7 @@ pub struct Control {
 
 impl Statements {
     pub fn new(installation: Installation) -> Statements {
-        let schema = spi::quote_identifier(&installation.schema);
+        let schema = quoted_schema(&installation.schema);
         let statement =
             |types: &[PgBuiltInOids], sql: &str| Prepared::new(types, in_schema(sql, &schema));
         Statements {

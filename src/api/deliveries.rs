@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use webhook_delivery::clock;
 use webhook_delivery::http::Client;
 use webhook_delivery::validate;
 
@@ -218,13 +219,9 @@ fn webhook_ping(
         &custom_headers,
         wire_format,
     );
-    let started_epoch = started_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
     TableIterator::once((
         id,
-        pgrx::datum::to_timestamp(started_epoch),
+        pgrx::datum::to_timestamp(clock::unix_seconds_f64(started_at)),
         outcome.duration.as_millis().min(i32::MAX as u128) as i32,
         outcome.status.map(i32::from),
         outcome.body.clone(),

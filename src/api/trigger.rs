@@ -20,18 +20,19 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ffi::CStr;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
+use webhook_delivery::clock;
 use webhook_delivery::columns::{self, Selection};
 use webhook_delivery::{envelope, validate, InvalidField};
 
 use super::refuse;
-use crate::store::Prepared;
+use crate::store::{self, Prepared};
 use crate::wake;
 
 thread_local! {
@@ -123,7 +124,9 @@ fn webhook_trigger<'a>(
     let body = envelope::assemble(
         &event_id.to_string(),
         &event,
-        unix_now_truncated(),
+        // Truncated as webhook_enqueue's `floor(extract(epoch FROM clock_timestamp()))`:
+        // never later than the commit.
+        clock::unix_seconds(SystemTime::now()),
         data,
         changes,
     )
@@ -247,14 +250,6 @@ fn row_fields(
         Ok(Value::Object(fields)) => fields,
         _ => raise(TriggerError::NotAnObject { table: table() }),
     }
-}
-
-/// The emission time in whole seconds, truncated as webhook_enqueue's
-/// `floor(extract(epoch FROM clock_timestamp()))`: never later than the commit.
-fn unix_now_truncated() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64)
 }
 
 /// What this trigger sends of its relation's rows, worked out on its first row.
@@ -446,15 +441,13 @@ fn is_current_release(function_oid: pg_sys::Oid) -> bool {
 }
 
 fn queue_sql(function_oid: pg_sys::Oid, current: bool) -> String {
-    // SAFETY: catalog lookups of the function being executed.
-    let (namespace, schema) = unsafe {
+    // SAFETY: catalog lookups of the function being executed (one of the extension's own).
+    let (namespace, name) = unsafe {
         let namespace = pg_sys::get_func_namespace(function_oid);
-        let name = pg_sys::get_namespace_name(namespace);
-        let quoted = CStr::from_ptr(pg_sys::quote_identifier(name))
-            .to_string_lossy()
-            .into_owned();
-        (namespace, quoted)
+        let name = CStr::from_ptr(pg_sys::get_namespace_name(namespace));
+        (namespace, name.to_string_lossy().into_owned())
     };
+    let schema = store::quoted_schema(&name);
     // An installation older than this library (0.3.0, until ALTER EXTENSION ... UPDATE) keeps
     // its deliveries in the table webhook_delivery: the application's writes go on, and the
     // update moves what they queued. After the update that name is the view, which inserts

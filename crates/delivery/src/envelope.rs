@@ -1,10 +1,9 @@
 //! The request body: built once per event and stored, so every subscriber and every retry
 //! gets (and signs) the same bytes.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde_json::{Map, Value};
 
+use crate::clock;
 use crate::InvalidField;
 
 /// Key under which an UPDATE's changed columns are added to `data`.
@@ -93,7 +92,7 @@ fn rfc3339(unix_secs: i64) -> Result<String, InvalidField> {
             "must be between 1970-01-01 and 9999-12-31",
         ));
     }
-    let time = UNIX_EPOCH + Duration::from_secs(unix_secs.unsigned_abs());
+    let time = clock::from_unix_seconds(unix_secs.unsigned_abs());
     Ok(humantime::format_rfc3339_seconds(time).to_string())
 }
 

@@ -5,6 +5,7 @@
 //! signatures, the retry schedule, the SSRF network policy, one HTTP attempt and the pool of
 //! HTTP threads that keeps the Postgres main thread from ever blocking on the network.
 
+pub mod clock;
 pub mod columns;
 pub mod databases;
 pub mod envelope;
