@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use webhook_ext_tests::*;
 
@@ -448,23 +448,7 @@ fn committed_events_of_several_databases_survive_an_immediate_stop_under_load() 
             })
         })
         .collect();
-    // A random moment after at least 300 writes, printed so a failure can be replayed.
-    let kill_after = 300
-        + SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as usize
-            % 900;
-    eprintln!("stopping the cluster immediately after {kill_after} writes");
-    wait_until("the load to reach the kill point", DEADLINE, || {
-        (written.load(Ordering::SeqCst) >= kill_after).then_some(())
-    });
-    cluster.pg_ctl_stop("immediate");
-    stop.store(true, Ordering::SeqCst);
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    cluster.pg_ctl_start();
+    cluster.stop_immediately_under_load(&written, 300, 900, &stop, writers);
 
     for (i, name) in names.iter().enumerate() {
         wait_until(&format!("{name}'s queue to drain"), DEADLINE, || {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use webhook_ext_tests::*;
 
@@ -102,23 +102,7 @@ fn committed_events_survive_an_immediate_stop_at_a_random_moment() {
         })
         .collect();
 
-    // A random moment after at least 500 writes, printed so a failure can be replayed.
-    let extra = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as usize
-        % 1500;
-    let kill_after = 500 + extra;
-    eprintln!("stopping the cluster immediately after {kill_after} writes");
-    wait_until("the load to reach the kill point", DEADLINE, || {
-        (written.load(Ordering::SeqCst) >= kill_after).then_some(())
-    });
-    cluster.pg_ctl_stop("immediate");
-    stop.store(true, Ordering::SeqCst);
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    cluster.pg_ctl_start();
+    cluster.stop_immediately_under_load(&written, 500, 1500, &stop, writers);
     wait_queue_drained(&cluster);
 
     let received: HashSet<i64> = receiver.requests().iter().map(data_n).collect();

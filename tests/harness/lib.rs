@@ -113,6 +113,37 @@ impl Cluster {
         let _ = self.launched.stop(mode, PG_CTL_WAIT);
     }
 
+    /// A crash at a random moment of a load: once `written` reaches `at_least` plus a random
+    /// part of `spread` (printed, so that a failure can be replayed), an immediate stop; then
+    /// `stop` ends the writers, they are joined, and the server starts again.
+    pub fn stop_immediately_under_load(
+        &self,
+        written: &std::sync::atomic::AtomicUsize,
+        at_least: usize,
+        spread: usize,
+        stop: &std::sync::atomic::AtomicBool,
+        writers: Vec<std::thread::JoinHandle<()>>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let random = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize;
+        let kill_after = at_least + random % spread;
+        eprintln!("stopping the cluster immediately after {kill_after} writes");
+        wait_until(
+            "the load to reach the kill point",
+            std::time::Duration::from_secs(60),
+            || (written.load(Ordering::SeqCst) >= kill_after).then_some(()),
+        );
+        self.pg_ctl_stop("immediate");
+        stop.store(true, Ordering::SeqCst);
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        self.pg_ctl_start();
+    }
+
     pub fn connect_to(&self, database: &str) -> Client {
         self.launched
             .connect_within(database, "connect_timeout=5", Duration::from_secs(30))
