@@ -34,10 +34,33 @@ mod tests {
             ("SELECT webhook_emit('no dots here!', '{}')", "22023", "event"),
             ("INSERT INTO inventario VALUES (1)", "0A000", "FOR EACH ROW"),
             ("SET webhook.retry_shedule = '1s'", "42602", "webhook.retry_shedule"),
+            // Per-partner control (SPEC §9).
+            ("SELECT webhook_cancel(-1)", "P0002", "delivery -1"),
+            ("SELECT webhook_cancel_pending(-1)", "P0002", "webhook -1"),
+            ("SELECT webhook_create('https://example.com/x', filter => '[7]')", "22023", "filter"),
+            ("SELECT webhook_create('https://example.com/x', max_per_second => 0)", "22023", "max_per_second"),
+            ("SELECT webhook_create('https://example.com/x', no_retry_statuses => '{200}')", "22023", "no_retry_statuses"),
+            ("SELECT webhook_trigger_check('inventario', 'exclude=cpf')", "22023", "cpf"),
+            // Wire formats (SPEC §11).
+            ("SELECT webhook_create('https://example.com/x', envelope => '{\"evento\": 7}')", "22023", "envelope"),
+            ("SELECT webhook_create('https://example.com/x', signature_format => 'md5')", "22023", "signature_format"),
+            ("SELECT webhook_create('https://example.com/x', signature_input => 'xml')", "22023", "signature_input"),
+            ("SELECT webhook_create('https://example.com/x', json_numbers => 'float')", "22023", "json_numbers"),
+            ("SELECT webhook_create('http://example.com/x', signature_format => 'secret')", "22023", "signature_format"),
         ];
         for (sql, sqlstate, names) in refusals {
             assert_refused(sql, sqlstate, names);
         }
+        let finished = one::<i64>(&format!(
+            "SELECT id FROM webhook_delivery WHERE webhook_id = {id} ORDER BY id LIMIT 1"
+        ))
+        .unwrap();
+        run(&format!("SELECT webhook_cancel({finished})"));
+        assert_refused(
+            &format!("SELECT webhook_cancel({finished})"),
+            "55000",
+            "already cancelled",
+        );
         run(&format!("SELECT webhook_update({id}, active => false)"));
         assert_refused(
             &format!("SELECT webhook_replay({id}, now() - interval '1 day')"),
