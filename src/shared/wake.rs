@@ -12,6 +12,8 @@ use super::registry::{my_slot, slot_of};
 use super::{my_database, shared_memory_ready, WAKEUPS};
 
 /// What a commit needs to wake one database's worker, lock-free (commits read it).
+/// (Its last two fields are the worker's lock-free status, kept here to keep the layout:
+/// registry reads and writes them.)
 #[derive(Default)]
 pub struct WakeSlot {
     /// Oid of the database this slot belongs to, 0 when free.
