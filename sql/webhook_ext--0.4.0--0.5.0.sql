@@ -578,3 +578,23 @@ DROP FUNCTION webhook_create_0_4_0(text, text, text[], text, text, jsonb, boolea
 DROP FUNCTION webhook_update_0_4_0(bigint, text, text, text[], jsonb, boolean);
 DROP FUNCTION webhook_enqueue_0_4_0(text, json, json);
 DROP FUNCTION webhook_emit_0_4_0(text, jsonb);
+
+-- Issue 16: a codebase the next engineer can carry.
+-- webhook_worker_process() has the Rust name it has in SQL now, and so its own C symbol; the
+-- old one (webhook_worker_status_wrapper) stays in the library for installations not yet
+-- updated (src/api/legacy.rs).
+CREATE OR REPLACE FUNCTION webhook_worker_process() RETURNS TABLE (
+	"running" bool,
+	"pid" INT,
+	"database" TEXT,
+	"started_at" timestamp with time zone,
+	"queue_depth" bigint,
+	"in_flight" bigint,
+	"attempts_total" bigint,
+	"last_error" TEXT,
+	"last_error_at" timestamp with time zone,
+	"message" TEXT
+)
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'webhook_worker_process_wrapper';

@@ -1,9 +1,9 @@
 //! Which deliveries have an attempt in flight right now, in shared memory: each database's
-//! worker's (published after each of its rounds, in the worker's slot: see wake) and those of
-//! `webhook_retry` in some session (with their database: ids are per database). Nothing
-//! durable marks a delivery the worker is sending. The view webhook_delivery shows these as
-//! 'delivering', `webhook_retry` refuses them (55006), and the worker leaves a delivery a
-//! session holds to that session. Present only when the library is preloaded.
+//! worker's (published after each of its rounds, in the worker's slot: see shared::registry)
+//! and those of `webhook_retry` in some session (with their database: ids are per database).
+//! Nothing durable marks a delivery the worker is sending. The view webhook_delivery shows
+//! these as 'delivering', `webhook_retry` refuses them (55006), and the worker leaves a
+//! delivery a session holds to that session. Present only when the library is preloaded.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
-use crate::wake::{self, MAX_DATABASES};
+use crate::shared::{self, MAX_DATABASES};
 
 /// What a worker ever holds (pacing::MAX_OUTSTANDING).
 const WORKER_CAPACITY: usize = webhook_delivery::pacing::MAX_OUTSTANDING;
@@ -27,7 +27,7 @@ struct WorkerSet {
 
 #[derive(Copy, Clone)]
 pub struct InFlight {
-    /// By worker slot (wake::slot_of).
+    /// By worker slot (shared::registry::slot_of).
     workers: [WorkerSet; MAX_DATABASES],
     /// (database oid, delivery id, backend pid); a pid of 0 is a free slot.
     sessions: [(u32, i64, i32); SESSION_CAPACITY],
@@ -86,7 +86,7 @@ fn my_database() -> u32 {
 /// The worker's deliveries in flight are now `current` and `new`, except those of `new` that
 /// a session holds, which are returned: the worker must not send them.
 pub fn publish_worker(current: impl Iterator<Item = i64>, new: &[i64]) -> Vec<i64> {
-    let Some(slot) = wake::my_slot().filter(|_| READY.load(Ordering::Relaxed)) else {
+    let Some(slot) = shared::registry::my_slot().filter(|_| READY.load(Ordering::Relaxed)) else {
         return vec![];
     };
     let database = my_database();
@@ -115,7 +115,7 @@ pub fn publish_worker(current: impl Iterator<Item = i64>, new: &[i64]) -> Vec<i6
 
 /// The worker stopped, or starts: nothing of it is in flight.
 pub fn clear_worker() {
-    if let Some(slot) = wake::my_slot().filter(|_| READY.load(Ordering::Relaxed)) {
+    if let Some(slot) = shared::registry::my_slot().filter(|_| READY.load(Ordering::Relaxed)) {
         IN_FLIGHT.exclusive().workers[slot].len = 0;
     }
 }
@@ -140,7 +140,7 @@ pub fn hold_for_session(delivery_id: i64) -> bool {
     }
     let pid = my_pid();
     let database = my_database();
-    let worker_slot = wake::slot_of(database);
+    let worker_slot = shared::registry::slot_of(database);
     let mut state = IN_FLIGHT.exclusive();
     if state.worker_holds(worker_slot, delivery_id)
         || state
@@ -193,7 +193,7 @@ fn webhook_delivery_in_flight(delivery_id: i64) -> bool {
     }
     let pid = my_pid();
     let database = my_database();
-    let worker_slot = wake::slot_of(database);
+    let worker_slot = shared::registry::slot_of(database);
     let state = IN_FLIGHT.share();
     state.worker_holds(worker_slot, delivery_id)
         || state.sessions.iter().any(|&(db, held, owner)| {

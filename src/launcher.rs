@@ -5,12 +5,12 @@
 //! It cannot read another database's `pg_extension`, so it asks: it starts a worker in each
 //! database it has not looked at yet, which checks and stops at once where the extension is
 //! absent (it frees its database for a `DROP DATABASE` within milliseconds). Later,
-//! `CREATE EXTENSION webhook_ext` asks for a worker when it commits (wake: the ProcessUtility
-//! hook), and a database created from a template that has the extension is looked at when
-//! the launcher first sees it (it reads `pg_database`, a shared catalog, every few seconds).
-//! A worker that stops for another reason (an error, `pg_terminate_backend`, `DROP DATABASE
-//! ... WITH (FORCE)`) is started again after RESTART_DELAY if its database still exists;
-//! the others never notice.
+//! `CREATE EXTENSION webhook_ext` asks for a worker when it commits (shared::utility_hook:
+//! the ProcessUtility hook), and a database created from a template that has the extension is
+//! looked at when the launcher first sees it (it reads `pg_database`, a shared catalog, every
+//! few seconds). A worker that stops for another reason (an error, `pg_terminate_backend`,
+//! `DROP DATABASE ... WITH (FORCE)`) is started again after RESTART_DELAY if its database still
+//! exists; the others never notice.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use webhook_delivery::databases::Served;
 
-use crate::{settings, wake};
+use crate::{settings, shared};
 
 /// How often the launcher reads pg_database (new and dropped databases) without being woken.
 const SCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -81,7 +81,7 @@ pub extern "C-unwind" fn webhook_ext_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // No database: it reads only pg_database, a shared catalog.
     BackgroundWorker::connect_worker_to_spi(None, None);
-    wake::register_launcher();
+    shared::launcher::register_launcher();
     let served = settings::served();
     log!(
         "webhook_ext launcher started: serving {} ({})",
@@ -121,7 +121,7 @@ struct Launcher {
 impl Launcher {
     /// Look at what changed and start the workers that are due. Returns how long to sleep.
     fn tick(&mut self) -> Duration {
-        let (requests, overflow) = wake::take_worker_requests();
+        let (requests, overflow) = shared::launcher::take_worker_requests();
         let scan_due = self
             .last_scan
             .is_none_or(|at| at.elapsed() >= SCAN_INTERVAL)
@@ -157,7 +157,7 @@ impl Launcher {
                     Err(status) => status,
                 },
                 // Started by an earlier launcher: its slot says whether it runs.
-                None if wake::worker_pid(oid).is_some_and(|pid| pid != 0) => {
+                None if shared::registry::worker_pid(oid).is_some_and(|pid| pid != 0) => {
                     BackgroundWorkerStatus::Started
                 }
                 None => BackgroundWorkerStatus::Stopped,
@@ -167,7 +167,7 @@ impl Launcher {
                     database.handle = None;
                     // A worker that found the extension keeps its slot when it stops on an
                     // error; one that found none never took a slot, or freed it.
-                    database.state = match wake::worker_pid(oid) {
+                    database.state = match shared::registry::worker_pid(oid) {
                         Some(_) => State::RestartAt(now + RESTART_DELAY),
                         None => State::Absent,
                     };
@@ -176,7 +176,7 @@ impl Launcher {
                 // stops: one that looked just before the CREATE EXTENSION committed, a DROP
                 // and CREATE in quick succession, is on its way out, and another must follow.)
                 BackgroundWorkerStatus::Started | BackgroundWorkerStatus::NotYetStarted
-                    if wake::worker_pid(oid).is_none_or(|pid| pid == 0) =>
+                    if shared::registry::worker_pid(oid).is_none_or(|pid| pid == 0) =>
                 {
                     starting += 1;
                 }
@@ -223,11 +223,11 @@ impl Launcher {
                         warning!("webhook_ext launcher: {message}");
                         database.no_slot_logged = true;
                     }
-                    wake::report_launcher_error(&message);
+                    shared::launcher::report_launcher_error(&message);
                 }
             }
         }
-        wake::set_waiting_for_worker_slot(&waiting_for_slot);
+        shared::launcher::set_waiting_for_worker_slot(&waiting_for_slot);
         if starting > 0 {
             // Workers settle within moments; the postmaster's notice of a stop wakes us too.
             Duration::from_millis(200)
@@ -260,7 +260,7 @@ impl Launcher {
         for (oid, name) in listed {
             self.databases.entry(oid).or_insert_with(|| {
                 // A worker an earlier launcher started is running still: adopt it.
-                let state = match wake::worker_pid(oid) {
+                let state = match shared::registry::worker_pid(oid) {
                     Some(pid) if pid != 0 => State::Started,
                     _ => State::Unknown,
                 };
@@ -273,7 +273,7 @@ impl Launcher {
                 }
             });
         }
-        wake::free_slots_except(&oids);
+        shared::registry::free_slots_except(&oids);
     }
 }
 

@@ -1,9 +1,11 @@
 //! webhook_ext: PostgreSQL as a reliable webhook sender. This file is the manifest. A
 //! launcher (launcher) starts one worker per database served; the path of one delivery is:
 //! `webhook_trigger`/`webhook_emit` (sql/api.sql, api::events) queue rows and arm the commit
-//! wake-up (wake) → that database's worker (worker) walks them (store, webhook_delivery::walk),
-//! marks them in flight in shared memory (in_flight), signs and sends them on its HTTP pool
-//! (webhook_delivery crate) → records outcomes and schedules retries (attempt, store).
+//! wake-up (shared::wake) → that database's worker (worker) walks them (store,
+//! webhook_delivery::walk), marks them in flight in shared memory (in_flight), signs and sends
+//! them on its HTTP pool (webhook_delivery crate) → records outcomes and schedules retries
+//! (attempt, store). What workers, launcher and backends share (latches, the workers' slots and
+//! status, the launcher's requests, the ProcessUtility hook) is in shared/.
 
 use pgrx::prelude::*;
 
@@ -13,8 +15,8 @@ mod in_flight;
 mod launcher;
 mod pinned;
 mod settings;
+mod shared;
 mod store;
-mod wake;
 mod worker;
 
 ::pgrx::pg_module_magic!();
@@ -25,7 +27,7 @@ pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
-    wake::init();
+    shared::init();
     in_flight::init();
     launcher::init();
 }

@@ -23,8 +23,8 @@ use webhook_delivery::walk::Walk;
 use crate::attempt;
 use crate::in_flight;
 use crate::settings;
+use crate::shared;
 use crate::store::{self, Claimed, Control, Statements};
-use crate::wake;
 
 /// How often the walk's frontier is saved (a restart walks again from there).
 const FRONTIER_SAVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -92,23 +92,23 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
         // SAFETY: the main thread, outside any transaction.
         unsafe { pg_sys::proc_exit(0) };
     }
-    match wake::register_worker() {
+    match shared::registry::register_worker() {
         Ok(()) => {}
-        Err(wake::NoSlot::Duplicate(pid)) => {
+        Err(shared::registry::NoSlot::Duplicate(pid)) => {
             debug1!("webhook_ext worker: database \"{database}\" is served already (pid {pid})");
             // SAFETY: as above.
             unsafe { pg_sys::proc_exit(0) };
         }
-        Err(wake::NoSlot::Full) => {
+        Err(shared::registry::NoSlot::Full) => {
             warning!(
                 "webhook_ext worker: database \"{database}\" is not served: {} databases are served already, the most one server serves",
-                wake::MAX_DATABASES
+                shared::MAX_DATABASES
             );
             // SAFETY: as above.
             unsafe { pg_sys::proc_exit(0) };
         }
     }
-    if wake::stop_requested() {
+    if shared::utility_hook::stop_requested() {
         // Its slot stays: the launcher starts it again if the database is still there.
         debug1!("webhook_ext worker: database \"{database}\" is being dropped, renamed or copied");
         // SAFETY: as above.
@@ -116,13 +116,13 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
     }
     // Whatever an earlier worker of this database left there is not in flight any more.
     in_flight::clear_worker();
-    wake::publish_settings(&settings::effective_json());
+    shared::registry::publish_settings(&settings::effective_json());
     log!("webhook_ext worker started, serving database \"{database}\"");
 
     let mut worker = match Worker::new() {
         Ok(worker) => worker,
         Err(e) => {
-            wake::report_error(&format!("cannot start the HTTP pool: {e}"));
+            shared::registry::report_error(&format!("cannot start the HTTP pool: {e}"));
             ereport!(
                 ERROR,
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
@@ -133,8 +133,8 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
     worker.run();
     if worker.uninstalled {
         log!("webhook_ext worker: webhook_ext is no longer installed in database \"{database}\"; stopping");
-        wake::release_slot_at_exit();
-    } else if wake::stop_requested() {
+        shared::registry::release_slot_at_exit();
+    } else if shared::utility_hook::stop_requested() {
         log!("webhook_ext worker: leaving database \"{database}\" for a statement that needs it alone (DROP, RENAME or copy of the database)");
     } else {
         log!("webhook_ext worker stopping");
@@ -260,7 +260,7 @@ struct Worker {
 
 /// This worker's share of the cluster-wide webhook.concurrency (and how many databases share it).
 fn concurrency_share() -> (usize, usize) {
-    let sharing = wake::serving_databases();
+    let sharing = shared::registry::serving_databases();
     (
         webhook_delivery::databases::share(settings::concurrency(), sharing),
         sharing,
@@ -334,7 +334,7 @@ impl Worker {
             self.follow_share();
             let results = self.collect_results();
             let recorded = results.len();
-            wake::take_queued_work();
+            shared::wake::take_queued_work();
             let mut sleep = self.round(results);
             spacing = if recorded + self.last_taken >= BUSY_ROUND {
                 BUSY_ROUND_SPACING
@@ -345,15 +345,16 @@ impl Worker {
                 // Keep purging while behind, in small batches with room for everything else.
                 sleep = sleep.min(PURGE_PAUSE);
             }
-            wake::report_progress(self.in_flight.len(), 0);
-            if self.uninstalled || wake::stop_requested() {
+            shared::registry::report_progress(self.in_flight.len(), 0);
+            if self.uninstalled || shared::utility_hook::stop_requested() {
                 break;
             }
 
-            if !self.local_results.is_empty() || wake::work_queued() {
+            if !self.local_results.is_empty() || shared::wake::work_queued() {
                 continue;
             }
-            if !wait_for_work(sleep, self.pool.wake_fd()) || wake::stop_requested() {
+            if !wait_for_work(sleep, self.pool.wake_fd()) || shared::utility_hook::stop_requested()
+            {
                 break;
             }
         }
@@ -374,7 +375,7 @@ impl Worker {
             self.pool
                 .set_caps(Caps::for_concurrency(concurrency, self.timeout));
         }
-        wake::publish_settings(&self.settings_json());
+        shared::registry::publish_settings(&self.settings_json());
     }
 
     /// The settings in force, with this worker's share of the concurrency.
@@ -395,7 +396,7 @@ impl Worker {
             .set_caps(Caps::for_concurrency(self.concurrency, self.timeout));
         self.pool
             .set_client(Client::new(settings::limits(), settings::network_policy()));
-        wake::publish_settings(&self.settings_json());
+        shared::registry::publish_settings(&self.settings_json());
     }
 
     /// The finished attempts. Under load (the pool has work queued, so the threads keep going
@@ -498,7 +499,7 @@ impl Worker {
         // Controls are reloaded after a commit changed them, at maintenance, and for a new
         // installation: never per delivery.
         let reload_controls =
-            !self.controls_loaded || wake::take_controls_changed() || maintenance_due;
+            !self.controls_loaded || shared::wake::take_controls_changed() || maintenance_due;
         let gaps_open = self.walk.as_ref().is_some_and(Walk::has_gaps);
         if free == 0
             && !purge_due
@@ -513,7 +514,7 @@ impl Worker {
         // Due rows are looked at when some may be due: after a commit made some due (a replay,
         // a manual retry), when the earliest known is due, at maintenance, and whenever the
         // worker itself wrote some.
-        let due_changed = wake::take_due_changed();
+        let due_changed = shared::wake::take_due_changed();
         let check_due = due_changed
             || maintenance_due
             || !released.is_empty()
@@ -597,7 +598,7 @@ impl Worker {
             }
             Ok(Ok(ClaimRound::OtherVersion(version))) => {
                 self.forget_schema();
-                wake::set_serving(false);
+                shared::registry::set_serving(false);
                 let message = format!(
                     "webhook_ext {version} is installed but this server runs {}: run ALTER EXTENSION webhook_ext UPDATE",
                     env!("CARGO_PKG_VERSION")
@@ -606,13 +607,13 @@ impl Worker {
                     warning!("webhook_ext worker: {message}");
                     self.version_warned = true;
                 }
-                wake::report_error(&message);
+                shared::registry::report_error(&message);
                 IDLE_INTERVAL
             }
             Ok(Ok(ClaimRound::Claimed(claimed))) => {
-                wake::set_serving(true);
+                shared::registry::set_serving(true);
                 if let Some(depth) = claimed.queue_depth {
-                    wake::report_queue_depth(depth);
+                    shared::registry::report_queue_depth(depth);
                 }
                 self.due_quiet_until =
                     match (claimed.due_seen, claimed.wrote_due || retries_recorded) {
@@ -709,7 +710,7 @@ impl Worker {
                 .is_none_or(|(_, at)| at.elapsed() >= FRONTIER_SAVE_INTERVAL),
             saved_frontier: self.frontier_saved.map(|(frontier, _)| frontier),
             maintenance_due,
-            count_queue_depth: maintenance_due && wake::queue_depth_wanted(),
+            count_queue_depth: maintenance_due && shared::registry::queue_depth_wanted(),
             check_due: true,
             walk_may_wait: true,
             purge_due,
@@ -729,7 +730,7 @@ impl Worker {
             self.statements = Some(statements);
         }
         if claimed.recorded {
-            wake::report_progress(self.in_flight.len(), finished);
+            shared::registry::report_progress(self.in_flight.len(), finished);
         }
         if let Some(controls) = claimed.controls {
             self.set_controls(controls);
@@ -975,7 +976,7 @@ impl Worker {
     }
 
     fn fail_batch(&self, message: &str) {
-        wake::report_error(message);
+        shared::registry::report_error(message);
         warning!("webhook_ext worker: {message}");
     }
 }

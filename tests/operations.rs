@@ -436,8 +436,9 @@ fn extension_functions(db: &mut Client) -> Vec<String> {
     .collect()
 }
 
-/// The definitions of the extension tables' indexes and constraints, and of its functions'
-/// bodies' configuration (SECURITY DEFINER, search_path).
+/// The definitions of the extension tables' indexes and constraints, of its functions'
+/// bodies' configuration (SECURITY DEFINER, search_path), and the library symbol each C
+/// function calls.
 fn extension_schema(db: &mut Client) -> Vec<String> {
     db.query(
         "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
@@ -448,7 +449,9 @@ fn extension_schema(db: &mut Client) -> Vec<String> {
            JOIN pg_depend d ON d.objid = c.conrelid AND d.deptype = 'e' \
            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
          UNION ALL \
-         SELECT p.proname || ' ' || p.prosecdef || ' ' || coalesce(p.proconfig::text, '') FROM pg_proc p \
+         SELECT p.proname || ' ' || p.prosecdef || ' ' || coalesce(p.proconfig::text, '') || ' ' || \
+                CASE WHEN p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'c') \
+                     THEN p.prosrc ELSE '' END FROM pg_proc p \
            JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' \
            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'webhook_ext' \
          UNION ALL \

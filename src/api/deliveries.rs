@@ -142,7 +142,7 @@ fn webhook_deliver_now(delivery_id: i64) {
     };
     if recorded.status == "pending" || !key_ended.is_empty() {
         // Still to be retried: it has a due row now, which the worker takes when it is due.
-        crate::wake::due_changed_on_commit();
+        crate::shared::wake::due_changed_on_commit();
     }
     Spi::connect_mut(|client| {
         statements.record(client, &[recorded])?;

@@ -5,7 +5,7 @@ use webhook_delivery::format::{self, Envelope, JsonNumbers};
 use webhook_delivery::{envelope, validate};
 
 use super::{refuse, refuse_null};
-use crate::wake;
+use crate::shared;
 
 /// The exact JSON body of an event (docs/REFERENCE.md, "Wire format"); validates the event name.
 #[pg_extern(immutable, parallel_safe)]
@@ -47,19 +47,19 @@ fn webhook_events_match(patterns: Vec<Option<String>>, event: &str) -> bool {
 /// Wake the worker when this transaction commits (no-op without shared_preload_libraries).
 #[pg_extern(volatile, parallel_unsafe)]
 fn webhook_wake_on_commit() {
-    wake::wake_worker_on_commit();
+    shared::wake::wake_worker_on_commit();
 }
 
 /// Tell the worker when this transaction commits that it made deliveries due
 /// (webhook_replay, a reactivated webhook).
 #[pg_extern(volatile, parallel_unsafe)]
 fn webhook_due_changed_on_commit() {
-    wake::due_changed_on_commit();
+    shared::wake::due_changed_on_commit();
 }
 
 /// Tell the worker when this transaction commits that webhooks' ordering or rate limits
 /// changed (webhook_before_write).
 #[pg_extern(volatile, parallel_unsafe)]
 fn webhook_controls_changed_on_commit() {
-    wake::controls_changed_on_commit();
+    shared::wake::controls_changed_on_commit();
 }

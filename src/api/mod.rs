@@ -3,6 +3,7 @@
 
 pub mod deliveries;
 pub mod events;
+pub mod legacy;
 pub mod status;
 pub mod subscriptions;
 pub mod trigger;

@@ -5,14 +5,13 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use crate::pinned::PinnedSearchPath;
-use crate::{settings, wake};
+use crate::{settings, shared};
 
 /// The worker process as shared memory shows it; `webhook_worker_status()` (sql/api.sql)
-/// adds the settings. (The Rust name keeps the C symbol of version 0.1.0's
-/// webhook_worker_status, which pointed here.)
+/// adds the settings.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, name = "webhook_worker_process")]
-fn webhook_worker_status() -> TableIterator<
+#[pg_extern(volatile)]
+pub fn webhook_worker_process() -> TableIterator<
     'static,
     (
         name!(running, bool),
@@ -32,7 +31,7 @@ fn webhook_worker_status() -> TableIterator<
         .ok()
         .flatten()
         .and_then(|installation| {
-            let schema = pgrx::spi::quote_identifier(&installation.schema);
+            let schema = crate::store::quoted_schema(&installation.schema);
             let sql = if installation.version == env!("CARGO_PKG_VERSION") {
                 crate::store::queue_depth_sql(&schema)
             } else {
@@ -45,7 +44,7 @@ fn webhook_worker_status() -> TableIterator<
     let database = current_database();
     let timestamp = |unix: i64| (unix > 0).then(|| pgrx::datum::to_timestamp(unix as f64));
 
-    let row = match (wake::snapshot(), wake::launcher_snapshot()) {
+    let row = match (shared::registry::snapshot(), shared::launcher::launcher_snapshot()) {
         (Some(Some(s)), Some(launcher)) => {
             let running = s.pid != 0;
             let message = if running {
@@ -116,7 +115,10 @@ fn no_worker_slot_message() -> String {
 
 /// Why this database has no worker, and what to do about it (with the launcher's last
 /// problem when that is the reason).
-fn unserved_message(database: &str, launcher: &wake::LauncherSnapshot) -> (String, Option<String>) {
+fn unserved_message(
+    database: &str,
+    launcher: &shared::launcher::LauncherSnapshot,
+) -> (String, Option<String>) {
     // SAFETY: a plain global of this backend; the catalog lookup copies what it returns.
     let is_template = unsafe {
         let tuple = pg_sys::SearchSysCache1(
@@ -150,11 +152,11 @@ fn unserved_message(database: &str, launcher: &wake::LauncherSnapshot) -> (Strin
     if launcher.waiting_for_worker_slot {
         return (no_worker_slot_message(), launcher.last_error.clone());
     }
-    if wake::all_slots_taken() {
+    if shared::registry::all_slots_taken() {
         return (
             format!(
                 "database {database} is not served: {} databases are served already, the most one server serves; events are queued meanwhile",
-                wake::MAX_DATABASES
+                shared::MAX_DATABASES
             ),
             None,
         );
@@ -187,8 +189,8 @@ fn webhook_cluster_process() -> TableIterator<
     ),
 > {
     // Each worker counts its queue at its next maintenance (within 5 s), for a minute.
-    wake::want_queue_depths();
-    let mut rows: Vec<_> = wake::cluster_snapshot()
+    shared::registry::want_queue_depths();
+    let mut rows: Vec<_> = shared::registry::cluster_snapshot()
         .into_iter()
         .map(|s| {
             let running = s.pid != 0;
@@ -202,7 +204,7 @@ fn webhook_cluster_process() -> TableIterator<
             )
         })
         .collect();
-    for database in wake::waiting_for_worker_slot() {
+    for database in shared::launcher::waiting_for_worker_slot() {
         if !rows.iter().any(|row| row.0 == pg_sys::Oid::from(database)) {
             rows.push((
                 pg_sys::Oid::from(database),
@@ -220,6 +222,6 @@ fn webhook_cluster_process() -> TableIterator<
 /// The settings the running worker uses (after its last reload); NULL without a worker.
 #[pg_extern(volatile)]
 fn webhook_worker_settings() -> Option<pgrx::JsonB> {
-    let settings = wake::snapshot()??.settings?;
+    let settings = shared::registry::snapshot()??.settings?;
     serde_json::from_str(&settings).ok().map(pgrx::JsonB)
 }

@@ -32,8 +32,8 @@ use webhook_delivery::columns::{self, Selection};
 use webhook_delivery::{envelope, validate, InvalidField};
 
 use super::refuse;
+use crate::shared;
 use crate::store::{self, Prepared};
-use crate::wake;
 
 thread_local! {
     /// The queueing statement, keyed by the oid of the trigger function that prepared it:
@@ -140,7 +140,7 @@ fn webhook_trigger<'a>(
             })
         });
     if queued > 0 {
-        wake::wake_worker_on_commit();
+        shared::wake::wake_worker_on_commit();
     }
     Ok(None)
 }
