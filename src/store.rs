@@ -89,6 +89,22 @@ pub fn queue_depth_sql(schema: &str) -> String {
     in_schema(worker_sql!("queue_depth"), schema)
 }
 
+/// A database's name, "" if it was dropped meanwhile. In a transaction (a catalog lookup).
+pub fn database_name(database: pg_sys::Oid) -> String {
+    // SAFETY: called in a transaction; get_database_name returns a palloc'd copy of the name,
+    // or NULL.
+    unsafe {
+        let name = pg_sys::get_database_name(database);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+}
+
 /// The extension's schema as SQL text (quoted where its name needs it): what `@extschema@`
 /// becomes in the statements the extension builds. CREATE EXTENSION may have put it anywhere,
 /// so it is found in the catalog: by `installation` (sql/worker/installation.sql) for the

@@ -69,17 +69,7 @@ pub extern "C-unwind" fn webhook_ext_worker_main(arg: pg_sys::Datum) {
     // Where the extension is not installed the worker stops at once: it must not hold the
     // database (a DROP DATABASE would wait for it) nor a background worker slot.
     let (database, installed) = in_transaction(|| {
-        // SAFETY: in a transaction: get_database_name returns a palloc'd copy (or NULL).
-        let name = unsafe {
-            let name = pg_sys::get_database_name(database_oid);
-            if name.is_null() {
-                String::new()
-            } else {
-                std::ffi::CStr::from_ptr(name)
-                    .to_string_lossy()
-                    .into_owned()
-            }
-        };
+        let name = crate::store::database_name(database_oid);
         let installed = Spi::connect(crate::store::installation)
             .ok()
             .flatten()

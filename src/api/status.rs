@@ -91,18 +91,8 @@ pub fn webhook_worker_process() -> TableIterator<
 }
 
 fn current_database() -> String {
-    // SAFETY: MyDatabaseId is a plain global of this backend; get_database_name returns a
-    // palloc'd copy of its name (NULL if it was dropped meanwhile).
-    unsafe {
-        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-        if name.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(name)
-                .to_string_lossy()
-                .into_owned()
-        }
-    }
+    // SAFETY: MyDatabaseId is a plain global of this backend.
+    crate::store::database_name(unsafe { pg_sys::MyDatabaseId })
 }
 
 fn no_worker_slot_message() -> String {
