@@ -101,15 +101,12 @@ impl Bench {
         self.reset_queue()?;
         db.batch_execute("DROP TABLE conta").map_err(pg)?;
         let (o, h) = (median(&one), median(&hundred));
-        sec.rows.push(
-            Row::compared(
-                format!("INSERT/s with {TENANTS} webhooks each filtering on one tenant"),
-                thousands(h),
-                format!("{} with 1 webhook, no filter", thousands(o)),
-                pct(h, o),
-            )
-            .target("≥ 90 %", h >= 0.90 * o),
-        );
+        sec.rows.push(Row::compared(
+            format!("INSERT/s with {TENANTS} webhooks each filtering on one tenant"),
+            thousands(h),
+            format!("{} with 1 webhook, no filter", thousands(o)),
+            pct(h, o),
+        ));
         sec.rows.push(Row::compared(
             format!(
                 "INSERT/s with {TENANTS} webhooks, one subscribed, none filtering (diagnostic)"
@@ -121,6 +118,11 @@ impl Bench {
         sec.notes.push(format!(
             "Every delivery of the filtered run went to the webhook of its row's tenant: {delivered_each}."
         ));
+        sec.notes.push(
+            "Issue 14 asks that the cost stay small with hundreds of webhooks and sets no figure: \
+             the rows have no pass/fail mark; bench/ANALYSIS.md §11 reads them."
+                .to_string(),
+        );
         Ok(())
     }
 
