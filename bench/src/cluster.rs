@@ -237,6 +237,8 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGQUIT: graceful stop of the master and its workers; SIGKILL if it lingers.
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped; no memory is
+        // touched.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {

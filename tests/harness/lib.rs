@@ -237,6 +237,7 @@ pub fn shared_cluster() -> (u16, PathBuf) {
             .connect()
             .batch_execute("CREATE EXTENSION webhook_ext")
             .unwrap();
+        // SAFETY: registers an `extern "C"` function of this binary, which lives until exit.
         unsafe { libc::atexit(stop_shared_cluster) };
         Mutex::new(Some(cluster))
     });
