@@ -1,15 +1,19 @@
 //! One HTTP attempt, turned into a plain [`Outcome`] whatever happened.
 //!
-//! The network policy is enforced in the DNS resolver, so the address judged is the address
-//! connected to. Error texts are built here from the parts of the failure, never from the
+//! The network policy judges the addresses a name resolves to, and only those it allows are
+//! connected to (connection.rs), so the address judged is the address connected to. Error texts are built here from the parts of the failure, never from the
 //! request: its headers carry signatures.
 
-use std::error::Error as StdError;
-use std::io::{self, Read};
-use std::net::{SocketAddr, ToSocketAddrs};
+mod connection;
+mod exchange;
+
+use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::policy::{NetworkPolicy, Refusal};
+use connection::{is_timeout, ConnectError, Connector, Target};
+use exchange::{is_closed, Failure, Response};
+
+use crate::policy::NetworkPolicy;
 use crate::schedule::parse_retry_after;
 use crate::validate::{is_field_value, is_token};
 
@@ -80,30 +84,30 @@ pub struct Limits {
 
 /// Sends requests under one set of limits and one network policy, reusing connections across
 /// calls and threads. Settings changes build a new `Client`.
+///
+/// HTTP/1.1 on `httparse` and `rustls` rather than a general client: a delivery is one small
+/// POST on a warm connection, and this sends it with one write and reads the answer with one
+/// read (bench/ANALYSIS.md §12 has what a general client's per-request system calls cost).
 pub struct Client {
-    agent: ureq::Agent,
+    connector: Connector,
     limits: Limits,
 }
 
-/// Generous, so a pool of threads hammering one receiver keeps its connections warm.
-const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 64;
-const MAX_IDLE_CONNECTIONS: usize = 1024;
-
-/// The message ureq gives a failed TLS handshake (its ErrorKind has no TLS variant).
-const TLS_HANDSHAKE_FAILED: &str = "tls connection init failed";
-
 impl Client {
     pub fn new(limits: Limits, policy: NetworkPolicy) -> Client {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(limits.timeout)
-            // Without this, connecting could take ureq's default 30 s whatever `timeout` says.
-            .timeout_connect(limits.timeout)
-            .redirects(0)
-            .max_idle_connections(MAX_IDLE_CONNECTIONS)
-            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS_PER_HOST)
-            .resolver(PolicyResolver(policy))
-            .build();
-        Client { agent, limits }
+        Client {
+            connector: Connector::new(policy),
+            limits,
+        }
+    }
+
+    /// A client that trusts only `roots` for https (tests with their own certificate).
+    #[cfg(test)]
+    fn trusting(limits: Limits, policy: NetworkPolicy, roots: rustls::RootCertStore) -> Client {
+        Client {
+            connector: Connector::trusting(policy, roots),
+            limits,
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -118,7 +122,7 @@ impl Client {
     }
 
     fn attempt(&self, req: &Request) -> Outcome {
-        // ureq would refuse these too, but its message quotes the whole header line.
+        // Checked here so that no header line can be injected, and named without its value.
         for (name, value) in &req.headers {
             if !is_token(name) {
                 return Outcome::failure(
@@ -133,30 +137,66 @@ impl Client {
                 );
             }
         }
-        let request = req
-            .headers
-            .iter()
-            .fold(self.agent.post(&req.url), |request, (name, value)| {
-                request.set(name, value)
-            });
-        match request.send_bytes(req.body.as_bytes()) {
-            Ok(response) | Err(ureq::Error::Status(_, response)) => self.receive(response),
-            Err(ureq::Error::Transport(transport)) => self.transport_failure(&req.url, &transport),
+        let target = match Target::parse(&req.url) {
+            Ok(target) => target,
+            Err(reason) => {
+                return Outcome::failure(
+                    OutcomeKind::InvalidRequest,
+                    format!("invalid URL: {reason}"),
+                )
+            }
+        };
+        let deadline = Instant::now() + self.limits.timeout;
+        let bytes = exchange::request_bytes(&target, req);
+        let mut connection = match self.connector.open(&target, deadline) {
+            Ok(connection) => connection,
+            Err(e) => return self.connect_failure(&target, e),
+        };
+        let mut result = exchange::exchange(
+            &mut connection,
+            &bytes,
+            deadline,
+            self.limits.max_response_bytes,
+        );
+        if connection.reused && matches!(result, Err(Failure::NotSent(_))) {
+            // The receiver closed the kept connection as the request went out: none of it was
+            // read, so it goes again on a new connection.
+            connection = match self.connector.connect(&target, deadline) {
+                Ok(connection) => connection,
+                Err(e) => return self.connect_failure(&target, e),
+            };
+            result = exchange::exchange(
+                &mut connection,
+                &bytes,
+                deadline,
+                self.limits.max_response_bytes,
+            );
+        }
+        match result {
+            Ok(response) => {
+                let outcome = self.receive(&response);
+                if response.reusable {
+                    self.connector.keep(&target.origin, connection);
+                }
+                outcome
+            }
+            Err(failure) => self.exchange_failure(failure),
         }
     }
 
-    fn receive(&self, response: ureq::Response) -> Outcome {
-        let status = response.status();
+    fn receive(&self, response: &Response) -> Outcome {
+        let status = response.status;
         let retry_after = match status {
             429 | 503 => response
-                .header("retry-after")
+                .retry_after
+                .as_deref()
                 .and_then(|value| parse_retry_after(value, SystemTime::now())),
             _ => None,
         };
         let (kind, error) = match status {
             200..=299 => (OutcomeKind::Success, None),
             300..=399 => {
-                let error = match response.header("location") {
+                let error = match &response.location {
                     Some(location) => {
                         format!("redirect (HTTP {status}) to {location} not followed")
                     }
@@ -165,26 +205,24 @@ impl Client {
                 (OutcomeKind::Redirect, Some(error))
             }
             _ => {
-                let error = match response.status_text().trim() {
+                let error = match response.reason.trim() {
                     "" => format!("HTTP {status}"),
                     reason => format!("HTTP {status} {reason}"),
                 };
                 (OutcomeKind::HttpStatus, Some(error))
             }
         };
-        let (body, read_error) =
-            read_capped(response.into_reader(), self.limits.max_response_bytes);
         let mut outcome = Outcome {
             kind,
             status: Some(status),
-            body: Some(body),
+            body: Some(String::from_utf8_lossy(&response.body).replace('\0', "")),
             error,
             duration: Duration::ZERO,
             retry_after,
         };
         // A 2xx whose body broke off may not have been processed: it is no success. For other
         // statuses the verdict is already made and only the stored body is shorter.
-        if let (OutcomeKind::Success, Some(e)) = (kind, read_error) {
+        if let (OutcomeKind::Success, Some(e)) = (kind, &response.body_error) {
             if is_timeout(e.kind()) {
                 outcome.kind = OutcomeKind::Timeout;
                 outcome.error = Some(self.timed_out());
@@ -196,57 +234,48 @@ impl Client {
         outcome
     }
 
-    fn transport_failure(&self, url: &str, error: &ureq::Transport) -> Outcome {
-        use ureq::ErrorKind as K;
-        let (kind, message) =
-            if let Some(refusal) = chain(error).find_map(|e| e.downcast_ref::<Refusal>()) {
-                (OutcomeKind::PolicyRefused, refusal.to_string())
-            } else if matches!(
-                error.kind(),
-                K::InvalidUrl | K::UnknownScheme | K::InsecureRequestHttpsOnly
-            ) {
-                (
-                    OutcomeKind::InvalidRequest,
-                    format!("invalid URL: {}", cause(error)),
-                )
-            } else if has_io_error(error, is_timeout) {
-                (OutcomeKind::Timeout, self.timed_out())
-            } else if error.kind() == K::Dns {
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|url| url.host_str().map(str::to_owned))
-                    .unwrap_or_default();
-                (
-                    OutcomeKind::Dns,
-                    format!("DNS lookup failed for {host}: {}", cause(error)),
-                )
-            } else if has_io_error(error, |kind| kind == io::ErrorKind::ConnectionRefused) {
+    fn connect_failure(&self, target: &Target, error: ConnectError) -> Outcome {
+        let (kind, message) = match error {
+            ConnectError::Refused(refusal) => (OutcomeKind::PolicyRefused, refusal.to_string()),
+            ConnectError::Dns(e) => (
+                OutcomeKind::Dns,
+                format!("DNS lookup failed for {}: {e}", target.origin.host),
+            ),
+            ConnectError::Timeout => (OutcomeKind::Timeout, self.timed_out()),
+            ConnectError::Tcp(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 (OutcomeKind::ConnectionRefused, "connection refused".into())
-            } else if error.kind() == K::ConnectionFailed
-                && error.message() == Some(TLS_HANDSHAKE_FAILED)
-            {
-                (OutcomeKind::Tls, format!("TLS error: {}", cause(error)))
-            } else {
-                let cause = cause(error);
-                // ureq reports headers cut off by a closed connection as an unterminated
-                // header line, followed by the raw bytes as a list of numbers: say what
-                // happened and drop the byte dump.
-                let cut_off = cause.contains("didn't end with");
-                let what = match error.kind() {
-                    K::BadStatus => "malformed response status line",
-                    K::BadHeader => "malformed response header",
-                    K::ConnectionFailed => "connection failed",
-                    _ if cut_off || has_io_error(error, is_closed) => {
-                        "connection closed before a complete response"
-                    }
-                    _ => "connection error",
-                };
-                let cause = match cause.find(": [") {
-                    Some(list) if cause.ends_with(']') => cause[..list].to_string(),
-                    _ => cause,
-                };
-                (OutcomeKind::Transport, format!("{what}: {cause}"))
-            };
+            }
+            ConnectError::Tcp(e) => (OutcomeKind::Transport, format!("connection failed: {e}")),
+            ConnectError::Tls(reason) => (OutcomeKind::Tls, format!("TLS error: {reason}")),
+        };
+        Outcome::failure(kind, message)
+    }
+
+    fn exchange_failure(&self, failure: Failure) -> Outcome {
+        let (kind, message) = match failure {
+            Failure::Malformed(what) => (OutcomeKind::Transport, what.to_string()),
+            Failure::ClosedBeforeResponse(e) | Failure::ClosedInHead(e) => (
+                OutcomeKind::Transport,
+                format!("connection closed before a complete response: {e}"),
+            ),
+            Failure::NotSent(e) | Failure::Io(e) => {
+                if is_timeout(e.kind()) {
+                    (OutcomeKind::Timeout, self.timed_out())
+                } else if let Some(tls) = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    (OutcomeKind::Tls, format!("TLS error: {tls}"))
+                } else if is_closed(e.kind()) {
+                    (
+                        OutcomeKind::Transport,
+                        format!("connection closed before a complete response: {e}"),
+                    )
+                } else {
+                    (OutcomeKind::Transport, format!("connection error: {e}"))
+                }
+            }
+        };
         Outcome::failure(kind, message)
     }
 
@@ -258,89 +287,9 @@ impl Client {
     }
 }
 
-/// Resolves with the system resolver and keeps only the addresses the policy allows. When none
-/// is left, the refusal travels inside the io::Error so the caller can report it as such.
-struct PolicyResolver(NetworkPolicy);
-
-impl ureq::Resolver for PolicyResolver {
-    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
-        let mut refusal = None;
-        let allowed: Vec<SocketAddr> = netloc
-            .to_socket_addrs()?
-            .filter(|addr| match self.0.check(addr.ip()) {
-                Ok(()) => true,
-                Err(refused) => {
-                    refusal.get_or_insert(refused);
-                    false
-                }
-            })
-            .collect();
-        match refusal {
-            Some(refusal) if allowed.is_empty() => {
-                Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal))
-            }
-            _ => Ok(allowed),
-        }
-    }
-}
-
-fn is_timeout(kind: io::ErrorKind) -> bool {
-    // A socket read timeout shows up as WouldBlock on Unix.
-    matches!(kind, io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-}
-
-fn is_closed(kind: io::ErrorKind) -> bool {
-    matches!(
-        kind,
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
-}
-
-/// The error and its causes. `io::Error::source` skips the error an `io::Error` wraps, so the
-/// wrapped one is yielded explicitly.
-fn chain<'a>(
-    error: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(error), |&e| e.source()).flat_map(|e| {
-        let wrapped = e
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::get_ref)
-            .map(|inner| inner as &(dyn StdError + 'static));
-        std::iter::once(e).chain(wrapped)
-    })
-}
-
-fn has_io_error(error: &ureq::Transport, matches: impl Fn(io::ErrorKind) -> bool) -> bool {
-    chain(error)
-        .filter_map(|e| e.downcast_ref::<io::Error>())
-        .any(|e| matches(e.kind()))
-}
-
-/// The most precise description ureq has of a failure: its cause, else its message. Neither
-/// holds the URL (ureq keeps that apart).
-fn cause(error: &ureq::Transport) -> String {
-    match (error.source(), error.message()) {
-        (Some(source), _) => source.to_string(),
-        (None, Some(message)) => message.to_owned(),
-        (None, None) => error.kind().to_string(),
-    }
-}
-
-/// Reads at most `cap` bytes and stops there. Returns the text (lossy UTF-8, NUL removed as
-/// Postgres text cannot hold it) and the read error, if the body broke off before the cap.
-fn read_capped(reader: impl Read, cap: usize) -> (String, Option<io::Error>) {
-    let mut bytes = Vec::new();
-    let error = reader.take(cap as u64).read_to_end(&mut bytes).err();
-    let text = String::from_utf8_lossy(&bytes).replace('\0', "");
-    (text, error)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::thread;
 
@@ -630,6 +579,71 @@ mod tests {
         assert!(outcome.error.unwrap().starts_with("TLS error: "));
     }
 
+    /// Reads one request (head and Content-Length body) from `stream`; false at its end.
+    fn read_request(stream: &mut impl Read) -> bool {
+        let mut bytes = Vec::new();
+        let mut byte = [0u8; 1];
+        while !bytes.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return false;
+            }
+            bytes.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |value| value.trim().parse().unwrap());
+        stream.read_exact(&mut vec![0; length]).is_ok()
+    }
+
+    #[test]
+    fn https_round_trips_share_one_connection() {
+        use std::sync::Arc;
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let certificate = certified.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![certificate.clone()], key)
+                .unwrap(),
+        );
+        let server = TestServer::raw(move |stream| {
+            let connection = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            while read_request(&mut tls) {
+                let answer = response("200 OK", &[], b"secure");
+                if tls.write_all(&answer).and_then(|()| tls.flush()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certificate).unwrap();
+        let limits = Limits {
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1024,
+        };
+        let trusting = Client::trusting(limits, NetworkPolicy::parse(LOCAL).unwrap(), roots);
+        let url = format!("https://localhost:{}/hook", server.addr.port());
+        for _ in 0..3 {
+            let outcome = trusting.send(&post(url.clone()));
+            assert_eq!(outcome.kind, OutcomeKind::Success, "{outcome:?}");
+            assert_eq!(outcome.body.as_deref(), Some("secure"));
+        }
+        assert_eq!(server.connections(), 1);
+
+        // The same server is no one Mozilla's roots vouch for.
+        let outcome = client().send(&post(url));
+        assert_eq!(outcome.kind, OutcomeKind::Tls, "{outcome:?}");
+        assert!(outcome.error.unwrap().starts_with("TLS error: "));
+    }
+
     #[test]
     fn policy_refusal_never_connects() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -685,15 +699,5 @@ mod tests {
         let mut request = post("http://127.0.0.1:1/".into());
         request.headers.push(("Bad Name".into(), "v".into()));
         assert_eq!(client().send(&request).kind, OutcomeKind::InvalidRequest);
-    }
-
-    #[test]
-    fn refusal_is_found_through_io_error_wrapping() {
-        let refusal = NetworkPolicy::default()
-            .check("10.0.0.1".parse().unwrap())
-            .unwrap_err();
-        let wrapped = io::Error::new(io::ErrorKind::PermissionDenied, refusal.clone());
-        let found = chain(&wrapped).find_map(|e| e.downcast_ref::<Refusal>());
-        assert_eq!(found, Some(&refusal));
     }
 }
