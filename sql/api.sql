@@ -227,6 +227,21 @@ CREATE TRIGGER webhook_after_delete
     AFTER DELETE ON webhook
     FOR EACH ROW EXECUTE FUNCTION webhook_after_delete();
 
+-- Backends keep a copy of the active webhooks for webhook_trigger() (src/api/subscribers.rs):
+-- any change of webhook rows invalidates the table's cache entry, which reaches every backend
+-- when the change commits, and each reads the webhooks again. ENABLE ALWAYS: it must fire
+-- under session_replication_role = replica too (logical replication, restores).
+CREATE FUNCTION webhook_subscribers_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'webhook_subscribers_changed_wrapper';
+COMMENT ON FUNCTION webhook_subscribers_changed() IS
+    'webhook_ext: tells every backend, at commit, that the webhooks changed';
+REVOKE ALL ON FUNCTION webhook_subscribers_changed() FROM PUBLIC;
+
+CREATE TRIGGER webhook_subscribers_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON webhook
+    FOR EACH STATEMENT EXECUTE FUNCTION webhook_subscribers_changed();
+ALTER TABLE webhook ENABLE ALWAYS TRIGGER webhook_subscribers_changed;
+
 CREATE FUNCTION webhook_delivery_after_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

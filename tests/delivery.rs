@@ -650,3 +650,105 @@ fn an_endpoint_that_was_fast_and_starts_hanging_does_not_hold_the_others_back() 
     );
     assert_eq!(finished, 0);
 }
+
+/// Each backend keeps a copy of the active webhooks for the trigger (src/api/subscribers.rs):
+/// what another session commits to `webhook` must reach a backend that already has one, and
+/// what its own transaction does must count at once (and not after a rollback).
+#[test]
+fn a_backend_queues_for_webhooks_other_sessions_create_change_and_delete() {
+    let receiver = Receiver::always(Reply::ok());
+    let mut app = fixture("copies", &receiver.url(), None);
+    let mut admin = connect_shared();
+    let table = app.table.clone();
+    let queued_for = |app: &mut Fixture, nome: &str| -> Vec<i64> {
+        app.db
+            .execute(&format!("INSERT INTO {table} (nome) VALUES ($1)"), &[&nome])
+            .unwrap();
+        app.db
+            .query(
+                "SELECT webhook_id FROM webhook_delivery
+                  WHERE event = $1 AND body::jsonb -> 'data' ->> 'nome' = $2
+                  ORDER BY webhook_id",
+                &[&format!("{table}.criado"), &nome],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    let first = app.webhook_id;
+    assert_eq!(queued_for(&mut app, "before"), [first]);
+
+    let second: i64 = admin
+        .query_one(
+            "SELECT id FROM webhook_create($1, events => ARRAY[$2])",
+            &[&receiver.url(), &format!("{table}.criado")],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(queued_for(&mut app, "created"), [first, second]);
+
+    admin
+        .execute(
+            "UPDATE webhook SET active = false WHERE id = $1",
+            &[&second],
+        )
+        .unwrap();
+    assert_eq!(queued_for(&mut app, "deactivated"), [first]);
+
+    admin
+        .execute(
+            "UPDATE webhook SET active = true, filter = '{\"nome\": \"x\"}' WHERE id = $1",
+            &[&second],
+        )
+        .unwrap();
+    assert_eq!(queued_for(&mut app, "x"), [first, second]);
+    assert_eq!(queued_for(&mut app, "y"), [first]);
+
+    admin
+        .execute(
+            "UPDATE webhook SET filter = NULL, events = ARRAY['nada.*'] WHERE id = $1",
+            &[&second],
+        )
+        .unwrap();
+    assert_eq!(queued_for(&mut app, "other events"), [first]);
+
+    // Deleted once nothing of it is in flight: a DELETE that meets the worker recording the
+    // webhook's deliveries can end in a deadlock (40P01), which is not what this test is about.
+    wait_until("the second webhook's deliveries to end", DEADLINE, || {
+        let unfinished = query_i64(
+            &mut admin,
+            &format!(
+                "SELECT count(*) FROM webhook_delivery
+                  WHERE webhook_id = {second} AND status IN ('pending', 'delivering')"
+            ),
+        );
+        (unfinished == 0).then_some(())
+    });
+    admin
+        .execute("DELETE FROM webhook WHERE id = $1", &[&second])
+        .unwrap();
+    assert_eq!(queued_for(&mut app, "deleted"), [first]);
+
+    // Its own transaction: a webhook it creates counts for its next row, and is gone with a
+    // rollback.
+    app.db.batch_execute("BEGIN").unwrap();
+    let third: i64 = app
+        .db
+        .query_one(
+            "SELECT id FROM webhook_create($1, events => ARRAY[$2])",
+            &[&receiver.url(), &format!("{table}.*")],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(queued_for(&mut app, "own"), [first, third]);
+    app.db.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(queued_for(&mut app, "rolled back"), [first]);
+
+    // REPEATABLE READ reads the webhooks with its own snapshot, per row.
+    app.db
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    assert_eq!(queued_for(&mut app, "repeatable"), [first]);
+    app.db.batch_execute("COMMIT").unwrap();
+}

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod events;
 pub mod legacy;
 pub mod status;
+pub mod subscribers;
 pub mod subscriptions;
 pub mod trigger;
 

@@ -31,7 +31,7 @@ use webhook_delivery::clock;
 use webhook_delivery::columns::{self, Selection};
 use webhook_delivery::{envelope, validate, InvalidField};
 
-use super::refuse;
+use super::{refuse, subscribers};
 use crate::shared;
 use crate::store::{self, Prepared};
 
@@ -92,6 +92,13 @@ fn webhook_trigger<'a>(
         )
     };
     let shape = shape(fired, selection_argument.as_deref(), &table);
+    // With the backend's copy of the active webhooks, a row no webhook wants costs nothing
+    // more (src/api/subscribers.rs).
+    let copy = subscribers::current(trigger.trigger().tgfoid);
+    let matching = copy.as_ref().map(|copy| copy.matching(&event));
+    if matching.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(None);
+    }
     let (data, changes, key) = match op {
         PgTriggerOperation::Update => {
             let mut old = row_fields(fired.tg_trigtuple, tupdesc, &table);
@@ -132,13 +139,18 @@ fn webhook_trigger<'a>(
     )
     .unwrap_or_else(|e| refuse(e));
 
-    let queued =
-        queue(trigger.trigger().tgfoid, event_id, &event, body, key).unwrap_or_else(|error| {
-            raise(TriggerError::Queueing {
-                table: table(),
-                error,
-            })
-        });
+    let queued = match (&copy, &matching) {
+        (Some(copy), Some(matching)) => {
+            subscribers::queue(copy, matching, event_id, &event, &body, key.as_deref())
+        }
+        _ => queue(trigger.trigger().tgfoid, event_id, &event, body, key),
+    }
+    .unwrap_or_else(|error| {
+        raise(TriggerError::Queueing {
+            table: table(),
+            error,
+        })
+    });
     if queued > 0 {
         shared::wake::wake_worker_on_commit();
     }
@@ -329,9 +341,10 @@ fn primary_key_columns(relation: pg_sys::Relation) -> Vec<String> {
 }
 
 /// Forget the shapes of a relation whose cache entry Postgres invalidates (all of them for an
-/// invalid oid: a cache reset).
+/// invalid oid: a cache reset), and the copy of the active webhooks when it is `webhook`.
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_shapes(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    subscribers::forget(relid);
     SHAPES.with(|shapes| {
         if let Ok(mut shapes) = shapes.try_borrow_mut() {
             if relid == pg_sys::InvalidOid {
@@ -343,7 +356,7 @@ unsafe extern "C-unwind" fn forget_shapes(_arg: pg_sys::Datum, relid: pg_sys::Oi
     });
 }
 
-fn register_invalidation() {
+pub(super) fn register_invalidation() {
     if INVALIDATION_REGISTERED.with(|registered| registered.replace(true)) {
         return;
     }
