@@ -16,13 +16,10 @@ pub enum Lane {
     New = 1,
     /// Its attempts take long or time out.
     Slow = 2,
-    /// Its attempts end within a millisecond or so: what limits it is the CPU of this machine,
-    /// not waiting, so its keys together run only as many at once as `LaneCaps::quick`.
-    Quick = 3,
 }
 
-const LANES: usize = 4;
-const ALL_LANES: [Lane; LANES] = [Lane::Fast, Lane::New, Lane::Slow, Lane::Quick];
+const LANES: usize = 3;
+const ALL_LANES: [Lane; LANES] = [Lane::Fast, Lane::New, Lane::Slow];
 
 /// How many items may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +29,6 @@ pub struct LaneCaps {
     pub per_key: [usize; LANES],
     /// The new and slow lanes' items together.
     pub new_and_slow: usize,
-    /// The quick lane's items together.
-    pub quick: usize,
 }
 
 impl LaneCaps {
@@ -43,7 +38,6 @@ impl LaneCaps {
             total,
             per_key: [per_key; LANES],
             new_and_slow: total,
-            quick: total,
         }
     }
 }
@@ -137,8 +131,8 @@ impl<T> FairQueue<T> {
     }
 
     /// The next item allowed to start, counted as running: fewer than `caps.total` run in
-    /// all, fewer than its lane's per-key cap of its key, for a new or slow key fewer
-    /// than `caps.new_and_slow` of those two lanes, for a quick key fewer than `caps.quick`. None when nothing may start now.
+    /// all, fewer than its lane's per-key cap of its key, and for a new or slow key fewer
+    /// than `caps.new_and_slow` of those two lanes. None when nothing may start now.
     /// Lanes take turns; a lane at its budget is passed over without looking at its keys.
     pub fn start_next(&mut self, caps: &LaneCaps) -> Option<(i64, T)> {
         if self.running_len >= caps.total {
@@ -147,15 +141,9 @@ impl<T> FairQueue<T> {
         let new_and_slow_full = self.lane_running[Lane::New as usize]
             + self.lane_running[Lane::Slow as usize]
             >= caps.new_and_slow;
-        let quick_full = self.lane_running[Lane::Quick as usize] >= caps.quick;
         for i in 0..LANES {
             let lane = ALL_LANES[(self.next_lane + i) % LANES];
-            let full = match lane {
-                Lane::Fast => false,
-                Lane::New | Lane::Slow => new_and_slow_full,
-                Lane::Quick => quick_full,
-            };
-            if full {
+            if lane != Lane::Fast && new_and_slow_full {
                 continue;
             }
             if let Some(started) = self.start_in(lane, caps.per_key[lane as usize]) {
@@ -297,9 +285,8 @@ mod tests {
         }
         let caps = LaneCaps {
             total: 10,
-            per_key: [3, 3, 1, 3],
+            per_key: [3, 3, 1],
             new_and_slow: 10,
-            quick: 100,
         };
         let started: Vec<_> =
             std::iter::from_fn(|| queue.start_next(&caps).map(|(_, item)| item)).collect();
@@ -309,9 +296,8 @@ mod tests {
     /// 8 slots, 4 per key, 1 per slow key, 4 for new and slow keys together.
     const CAPS: LaneCaps = LaneCaps {
         total: 8,
-        per_key: [4, 4, 1, 4],
+        per_key: [4, 4, 1],
         new_and_slow: 4,
-        quick: 100,
     };
 
     #[test]
@@ -424,44 +410,5 @@ mod tests {
         queue.clear();
         assert!(queue.outstanding().is_empty());
         assert_eq!(queue.start_next(&LaneCaps::uniform(10, 10)), None);
-    }
-
-    #[test]
-    fn quick_keys_together_run_at_most_their_budget() {
-        let mut queue = FairQueue::default();
-        for key in [1, 2, 3] {
-            queue.set_lane(key, Lane::Quick);
-            for item in 0..10 {
-                queue.push(key, item);
-            }
-        }
-        queue.set_lane(4, Lane::Fast);
-        for item in 0..10 {
-            queue.push(4, item);
-        }
-        let caps = LaneCaps {
-            total: 16,
-            per_key: [4, 4, 1, 2],
-            new_and_slow: 16,
-            quick: 3,
-        };
-        let mut started: HashMap<i64, usize> = HashMap::new();
-        while let Some((key, _)) = queue.start_next(&caps) {
-            *started.entry(key).or_default() += 1;
-        }
-        let quick: usize = [1, 2, 3]
-            .iter()
-            .map(|key| started.get(key).copied().unwrap_or(0))
-            .sum();
-        assert_eq!(quick, 3, "{started:?}");
-        assert!([1, 2, 3]
-            .iter()
-            .all(|key| started.get(key).copied().unwrap_or(0) <= 2));
-        // The fast key is not held by the quick keys' budget.
-        assert_eq!(started.get(&4), Some(&4));
-        // One quick item ends: one more quick item may start.
-        queue.finished(1);
-        assert!(matches!(queue.start_next(&caps), Some((1..=3, _))));
-        assert!(queue.start_next(&caps).is_none());
     }
 }

@@ -22,12 +22,6 @@ pub struct Caps {
     /// run at most this many jobs at once all together: however many of them there are, the
     /// rest of the threads stay free for the keys known to answer fast.
     pub slow_and_new: usize,
-    /// A key whose attempts take less than `quick_under` on average (a receiver on the same
-    /// machine or network) is held back by this machine's CPU, not by waiting: more of its
-    /// requests at once only add context switches (bench/ANALYSIS.md §12). Such keys run at
-    /// most `quick_together` at once, all together.
-    pub quick_under: Duration,
-    pub quick_together: usize,
 }
 
 impl Caps {
@@ -46,11 +40,6 @@ impl Caps {
             // key keeps the share it has alone whatever hangs. A new key alone still gets its
             // full share, and leaves the budget when its first attempt finishes fast.
             slow_and_new: (total / 2).max(1),
-            quick_under: QUICK_UNDER,
-            // Two per core: one sending while another's answer comes back.
-            quick_together: std::thread::available_parallelism()
-                .map_or(2, |cores| cores.get() * 2)
-                .min(total),
         }
     }
 
@@ -61,8 +50,6 @@ impl Caps {
             slow_after: caps.slow_after,
             per_slow_key: caps.per_slow_key.max(1),
             slow_and_new: caps.slow_and_new.max(1),
-            quick_under: caps.quick_under,
-            quick_together: caps.quick_together.max(1),
         }
     }
 
@@ -70,8 +57,6 @@ impl Caps {
         let mut caps = LaneCaps::uniform(self.total, self.per_key);
         caps.per_key[Lane::Slow as usize] = self.per_slow_key;
         caps.new_and_slow = self.slow_and_new;
-        caps.per_key[Lane::Quick as usize] = self.per_key.min(self.quick_together);
-        caps.quick = self.quick_together;
         caps
     }
 
@@ -79,8 +64,6 @@ impl Caps {
     fn lane(&self, average_ms: f64) -> Lane {
         if average_ms >= self.slow_after.as_secs_f64() * 1000.0 {
             Lane::Slow
-        } else if average_ms < self.quick_under.as_secs_f64() * 1000.0 {
-            Lane::Quick
         } else {
             Lane::Fast
         }
@@ -95,9 +78,6 @@ pub struct Pace {
     /// It runs under the slow cap.
     pub slow: bool,
 }
-
-/// Attempts shorter than this on average make a key quick (see `Caps::quick_under`).
-const QUICK_UNDER: Duration = Duration::from_millis(1);
 
 /// How fast a key's average attempt duration follows its latest attempts.
 const PACE_SMOOTHING: f64 = 0.2;

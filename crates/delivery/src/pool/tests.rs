@@ -58,8 +58,6 @@ fn caps(total: usize, per_key: usize) -> Caps {
         slow_after: Duration::from_secs(3600),
         per_slow_key: 1,
         slow_and_new: total,
-        quick_under: Duration::ZERO,
-        quick_together: usize::MAX,
     }
 }
 
@@ -289,8 +287,6 @@ fn a_key_whose_attempts_hang_runs_one_at_a_time_and_leaves_the_rest() {
         slow_after: Duration::from_millis(150),
         per_slow_key: 1,
         slow_and_new: 4,
-        quick_under: Duration::ZERO,
-        quick_together: usize::MAX,
     };
     let pool = Pool::new(4, caps, client).unwrap();
     pool.submit_all((1..=6).map(|id| keyed_job(id, 1, silent.url("/"))));
@@ -482,8 +478,6 @@ fn a_hundred_keys_known_to_hang_leave_a_fast_key_its_throughput() {
     // measured), so that they are all known slow when the measure starts.
     pool.set_caps(Caps {
         slow_and_new: threads,
-        quick_under: Duration::ZERO,
-        quick_together: usize::MAX,
         ..caps
     });
     pool.submit_all((1..=HANGING_KEYS).map(|key| keyed_job(-key, key, silent.url("/"))));
@@ -500,11 +494,7 @@ fn a_hundred_keys_known_to_hang_leave_a_fast_key_its_throughput() {
     let mut traffic = Traffic::new(pool, &fast, &silent, 2 * caps.per_key);
     assert_isolated(&mut traffic);
     assert!(!traffic.pool.is_slow(FAST_KEY));
-    // The echo server answers within a millisecond: a quick key.
-    assert_eq!(
-        traffic.pool.cap(FAST_KEY),
-        caps.per_key.min(caps.quick_together)
-    );
+    assert_eq!(traffic.pool.cap(FAST_KEY), caps.per_key);
 }
 
 #[test]
@@ -552,8 +542,6 @@ fn a_new_key_found_fast_runs_its_full_share_at_once() {
         slow_after: Duration::from_secs(2),
         per_slow_key: 1,
         slow_and_new: 1,
-        quick_under: Duration::ZERO,
-        quick_together: usize::MAX,
     };
     let pool = Pool::new(4, caps, client("127.0.0.1/32")).unwrap();
     pool.submit_all((1..=4).map(|id| job(id, server.url("/"))));
@@ -579,10 +567,6 @@ fn caps_for_concurrency_keep_half_the_threads_for_fast_keys() {
             slow_after: Duration::from_millis(2500),
             per_slow_key: 4,
             slow_and_new: 16,
-            quick_under: Duration::from_millis(1),
-            quick_together: std::thread::available_parallelism()
-                .map_or(2, |cores| cores.get() * 2)
-                .min(32),
         }
     );
     for concurrency in 0..=64 {
@@ -607,8 +591,6 @@ fn new_caps_move_keys_between_lanes() {
         slow_after: Duration::from_secs(1),
         per_slow_key: 1,
         slow_and_new: 4,
-        quick_under: Duration::ZERO,
-        quick_together: usize::MAX,
     };
     let pool = Pool::new(8, caps, client("127.0.0.1/32")).unwrap();
     assert_eq!(pool.cap(5), 4, "a new key");
