@@ -11,7 +11,7 @@ impl Bench {
             touched, which every backend counts in its RSS and whose size is set by shared_buffers). \
             The 48 MB target is judged without the shared memory. Tables: `pg_table_size` + `pg_indexes_size` of `webhook_delivery_store` and \
             `webhook_attempt` after scenario 1's first batch; retention: `webhook.retention` set \
-            to 1s and reloaded, rows counted while the worker purges; then the rest purged with \
+            to 1s and reloaded, rows counted while the worker purges (from its first batch); then the rest purged with \
             the worker's own statement (`sql/worker/purge.sql`, retention 0) and VACUUM."
             .into();
         // The target is judged on the worker's own memory: VmRSS also counts every page of
