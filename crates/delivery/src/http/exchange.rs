@@ -55,7 +55,15 @@ pub(super) fn request_bytes(target: &Target, request: &Request) -> Vec<u8> {
         head.push_str(value);
         head.push_str("\r\n");
     }
-    head.push_str("Accept: */*\r\nContent-Length: ");
+    // As ureq did: `Accept: */*` unless the webhook's own headers say otherwise.
+    if !request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+    {
+        head.push_str("Accept: */*\r\n");
+    }
+    head.push_str("Content-Length: ");
     head.push_str(&request.body.len().to_string());
     head.push_str("\r\n\r\n");
     let mut bytes = head.into_bytes();

@@ -369,6 +369,31 @@ mod tests {
     }
 
     #[test]
+    fn accept_is_sent_once_and_a_webhook_may_choose_it() {
+        let server = TestServer::canned(response("200 OK", &[], b""));
+        assert!(client().send(&post(server.url("/"))).is_success());
+        let mut request = post(server.url("/"));
+        request
+            .headers
+            .push(("Accept".into(), "application/json".into()));
+        assert!(client().send(&request).is_success());
+        let accepts: Vec<Vec<String>> = server
+            .requests()
+            .iter()
+            .map(|received| {
+                received
+                    .head
+                    .lines()
+                    .filter_map(|line| line.split_once(':'))
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("accept"))
+                    .map(|(_, value)| value.trim().to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(accepts, [vec!["*/*"], vec!["application/json"]]);
+    }
+
+    #[test]
     fn connections_are_reused() {
         let server = TestServer::canned(response("204 No Content", &[], b""));
         let client = client();
