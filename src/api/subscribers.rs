@@ -55,6 +55,8 @@ pub struct Subscriber {
 /// The active webhooks of one installation, in id order.
 pub struct Subscribers {
     function_oid: pg_sys::Oid,
+    /// The installation's statements, so that queueing a row looks nothing up.
+    statements: Rc<Statements>,
     list: Vec<Subscriber>,
     /// Holds the filters' jsonb; deleted with the copy.
     _memory: PgMemoryContexts,
@@ -234,6 +236,7 @@ fn read(function_oid: pg_sys::Oid, namespace: pg_sys::Oid) -> Subscribers {
         .collect();
     Subscribers {
         function_oid,
+        statements,
         list,
         _memory: memory,
     }
@@ -311,9 +314,7 @@ pub fn queue(
     // it assigns the id if there is none yet. The transaction id comes before the delivery
     // ids: the worker's walk relies on it (webhook_delivery::walk).
     unsafe { pg_sys::GetTopTransactionId() };
-    // SAFETY: the function's namespace, from the catalog.
-    let namespace = unsafe { pg_sys::get_func_namespace(copy.function_oid) };
-    let statements = statements(copy.function_oid, namespace);
+    let statements = &copy.statements;
     let queued = webhooks.len();
     Spi::connect_mut(|client| {
         if queued == 1 {
