@@ -16,7 +16,7 @@ use webhook_delivery::http::Client;
 use webhook_delivery::pool::{Caps, Job, JobResult, Outgoing, Pool};
 
 use webhook_delivery::pacing::{
-    self, Placement, Room, TokenBucket, MAINTENANCE_INTERVAL, MAX_OUTSTANDING,
+    self, Placement, Room, TokenBucket, MAINTENANCE_INTERVAL, MAX_OUTSTANDING, ROUND_SPACING,
 };
 use webhook_delivery::walk::Walk;
 
@@ -33,16 +33,6 @@ const IDLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Under load, wait up to this long for up to this many results before recording them.
 const COALESCE_WAIT: Duration = Duration::from_millis(2);
 const COALESCE_BATCH: usize = 256;
-/// The shortest time between two rounds (record, take): under a stream of small commits a
-/// round per commit would cost the worker a transaction per event, and take the CPU the
-/// application's own transactions need. A commit after a quiet spell is taken at once.
-const ROUND_SPACING: Duration = Duration::from_millis(1);
-/// Under load (the last round handled at least BUSY_ROUND many deliveries) rounds are spaced
-/// wider: each costs the same few statements however many deliveries it handles, so fewer,
-/// larger rounds leave more of the CPU to the application. At a trickle (200 events/s, one a
-/// round) nothing waits longer than ROUND_SPACING.
-const BUSY_ROUND_SPACING: Duration = Duration::from_millis(4);
-const BUSY_ROUND: usize = 16;
 /// How stale an endpoint's last success time may get while it keeps succeeding.
 const HEALTH_REFRESH: Duration = Duration::from_secs(1);
 /// Most deliveries taken in one round (pacing::MAX_OUTSTANDING: held at once).
@@ -314,23 +304,20 @@ impl Worker {
             }
 
             // Under a stream of commits, rounds come at most every ROUND_SPACING (under load
-            // BUSY_ROUND_SPACING), each taking what committed meanwhile, instead of one round
-            // per commit.
+            // wider, pacing::round_spacing), each taking what committed meanwhile, instead of
+            // one round per commit.
             let since_last = last_round.elapsed();
             if since_last < spacing {
                 std::thread::sleep(spacing - since_last);
             }
+            let interval = last_round.elapsed();
             last_round = Instant::now();
             self.follow_share();
             let results = self.collect_results();
             let recorded = results.len();
             shared::wake::take_queued_work();
             let mut sleep = self.round(results);
-            spacing = if recorded + self.last_taken >= BUSY_ROUND {
-                BUSY_ROUND_SPACING
-            } else {
-                ROUND_SPACING
-            };
+            spacing = pacing::round_spacing(recorded + self.last_taken, interval);
             if self.purge_behind {
                 // Keep purging while behind, in small batches with room for everything else.
                 sleep = sleep.min(PURGE_PAUSE);

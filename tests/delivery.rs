@@ -752,3 +752,170 @@ fn a_backend_queues_for_webhooks_other_sessions_create_change_and_delete() {
     assert_eq!(queued_for(&mut app, "repeatable"), [first]);
     app.db.batch_execute("COMMIT").unwrap();
 }
+
+/// The trigger queues a delivery without an INSERT statement where that writes the same row
+/// (src/api/append.rs), and runs the INSERT where the table has something only the executor
+/// evaluates. Either way an index a user adds to the deliveries holds every queued delivery,
+/// a trigger a user adds fires, and the row is the one the INSERT wrote.
+#[test]
+fn indexes_and_triggers_users_add_to_the_deliveries_see_every_queued_one() {
+    let receiver = Receiver::always(Reply::ok());
+    let (_cluster, mut db) = Cluster::start_installed("store_additions", "");
+    db.batch_execute(
+        "CREATE TABLE conta (id serial PRIMARY KEY, nome text);
+         CREATE TRIGGER conta_webhook AFTER INSERT OR UPDATE OR DELETE ON conta
+           FOR EACH ROW EXECUTE FUNCTION webhook_trigger('conta');
+         -- As docs/OPERATIONS.md shows, for lookups by event.
+         CREATE INDEX store_event_id_idx ON webhook_delivery_store (event_id);",
+    )
+    .unwrap();
+    // Two webhooks: every row is queued twice, in one go.
+    for _ in 0..2 {
+        create_webhook(&mut db, &receiver.url(), None, "conta.*");
+    }
+    // Rows in their own transactions; returns each transaction's now().
+    let insert_rows = |db: &mut Client, names: &[&str]| -> Vec<SystemTime> {
+        names
+            .iter()
+            .map(|nome| {
+                let mut tx = db.transaction().unwrap();
+                tx.execute("INSERT INTO conta (nome) VALUES ($1)", &[nome])
+                    .unwrap();
+                let now: SystemTime = tx.query_one("SELECT now()", &[]).unwrap().get(0);
+                tx.commit().unwrap();
+                now
+            })
+            .collect()
+    };
+    // Every delivery of `nome`'s row, as a query through `index` finds it and as a scan of
+    // the table does: (id, created_at, status at queueing, event_key) each.
+    let through = |db: &mut Client, index: &str, query: &str, nome: &str| {
+        let mut tx = db.transaction().unwrap();
+        tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            .unwrap();
+        let plan: Vec<String> = tx
+            .query(&format!("EXPLAIN {query}"), &[&nome])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(
+            plan.iter().any(|line| line.contains(index)),
+            "{query} does not use {index}: {plan:?}"
+        );
+        let ids: Vec<i64> = tx
+            .query(query, &[&nome])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        tx.commit().unwrap();
+        ids
+    };
+    let scanned = |db: &mut Client, nome: &str| -> Vec<(i64, SystemTime, i32, Option<String>)> {
+        db.query(
+            "SELECT s.id, s.created_at, s.attempts_before_replay, s.event_key
+               FROM webhook_delivery_store AS s
+              WHERE s.body::jsonb -> 'data' ->> 'nome' = $1 ORDER BY s.id",
+            &[&nome],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect()
+    };
+    let by_event_id = "SELECT s.id FROM webhook_delivery_store AS s
+                        WHERE s.event_id IN (SELECT d.event_id FROM webhook_delivery_store AS d
+                                              WHERE d.body::jsonb -> 'data' ->> 'nome' = $1)
+                        ORDER BY s.id";
+    let check = |db: &mut Client, names: &[&str], nows: &[SystemTime], indexes: &[(&str, &str)]| {
+        for (nome, now) in names.iter().zip(nows) {
+            let rows = scanned(db, nome);
+            assert_eq!(rows.len(), 2, "{nome}: one delivery per webhook");
+            let conta_id: i32 = db
+                .query_one("SELECT id FROM conta WHERE nome = $1", &[nome])
+                .unwrap()
+                .get(0);
+            for (_, created_at, attempts_before_replay, key) in &rows {
+                assert_eq!(
+                    created_at, now,
+                    "{nome}: created_at is the transaction's now()"
+                );
+                assert_eq!(*attempts_before_replay, 0);
+                assert_eq!(key.as_deref(), Some(conta_id.to_string().as_str()));
+            }
+            let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+            for (index, query) in indexes {
+                assert_eq!(
+                    through(db, index, query, nome),
+                    ids,
+                    "{nome} through {index}"
+                );
+            }
+        }
+    };
+
+    // A plain index: queued without a statement, and the index holds every delivery.
+    let plain = [("store_event_id_idx", by_event_id)];
+    let names = ["plain one", "plain two", "plain three"];
+    let nows = insert_rows(&mut db, &names);
+    check(&mut db, &names, &nows, &plain);
+
+    // A partial index on an expression: only the executor evaluates it, so the INSERT runs.
+    db.batch_execute(
+        "CREATE INDEX store_event_lower_idx ON webhook_delivery_store (lower(event), id)
+          WHERE event_key IS NOT NULL",
+    )
+    .unwrap();
+    let by_lower_event = "SELECT s.id FROM webhook_delivery_store AS s
+                           WHERE lower(s.event) = 'conta.created' AND s.event_key IS NOT NULL
+                             AND s.body::jsonb -> 'data' ->> 'nome' = $1
+                           ORDER BY s.id";
+    let both = [
+        ("store_event_id_idx", by_event_id),
+        ("store_event_lower_idx", by_lower_event),
+    ];
+    let names = ["expression one", "expression two"];
+    let nows = insert_rows(&mut db, &names);
+    check(&mut db, &names, &nows, &both);
+    db.batch_execute("DROP INDEX store_event_lower_idx")
+        .unwrap();
+
+    // A user's trigger on the deliveries: the INSERT runs, and the trigger sees each one.
+    db.batch_execute(
+        "CREATE TABLE store_audit (delivery_id bigint);
+         CREATE FUNCTION store_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO store_audit VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER store_audit BEFORE INSERT ON webhook_delivery_store
+           FOR EACH ROW EXECUTE FUNCTION store_audit();",
+    )
+    .unwrap();
+    let names = ["audited one", "audited two"];
+    let nows = insert_rows(&mut db, &names);
+    check(&mut db, &names, &nows, &plain);
+    let audited: Vec<i64> = db
+        .query("SELECT delivery_id FROM store_audit ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut expected: Vec<i64> = names
+        .iter()
+        .flat_map(|nome| scanned(&mut db, nome).into_iter().map(|row| row.0))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(audited, expected, "the user's trigger saw each delivery");
+
+    // And all of them are delivered.
+    wait_until("every delivery to succeed", DEADLINE, || {
+        (query_i64(
+            &mut db,
+            "SELECT count(*) FROM webhook_delivery WHERE status <> 'succeeded'",
+        ) == 0)
+            .then_some(())
+    });
+    assert_eq!(
+        query_i64(&mut db, "SELECT count(*) FROM webhook_delivery"),
+        14
+    );
+}

@@ -1,6 +1,7 @@
 //! The SQL surface implemented in Rust. The functions users call directly are in
 //! `sql/api.sql`; these are the pieces it calls (validation, envelope, HTTP, status).
 
+mod append;
 pub mod deliveries;
 pub mod events;
 pub mod legacy;

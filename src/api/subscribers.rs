@@ -27,7 +27,7 @@ use pgrx::PgMemoryContexts;
 use webhook_delivery::format::{self, Envelope, JsonNumbers};
 use webhook_delivery::validate;
 
-use super::refuse;
+use super::{append, refuse};
 use crate::store::{self, Prepared};
 
 /// The statement trigger on `webhook` whose firing keeps the copies current.
@@ -74,14 +74,20 @@ impl Subscribers {
 
 /// The statements of one installation (the trigger function's schema).
 struct Statements {
+    /// webhook_delivery_store and the sequence of its ids, for queueing without a statement
+    /// (src/api/append.rs); InvalidOid where they are not found.
+    store: pg_sys::Oid,
+    sequence: pg_sys::Oid,
     active: Prepared,
     queue_one: Prepared,
     queue_many: Prepared,
 }
 
 impl Statements {
-    fn new(schema: &str) -> Statements {
+    fn new(schema: &str, store: pg_sys::Oid, sequence: pg_sys::Oid) -> Statements {
         Statements {
+            store,
+            sequence,
             active: Prepared::new(
                 &[],
                 format!(
@@ -170,9 +176,29 @@ fn statements(function_oid: pg_sys::Oid, namespace: pg_sys::Oid) -> Rc<Statement
         }
         // SAFETY: the name of the trigger function's schema, from the catalog.
         let schema = unsafe { CStr::from_ptr(pg_sys::get_namespace_name(namespace)) };
-        let statements = Rc::new(Statements::new(&store::quoted_schema(
-            &schema.to_string_lossy(),
-        )));
+        // SAFETY: catalog lookups of a table by name in the function's schema and of the
+        // sequences it owns (a list freed here).
+        let (table, sequence) = unsafe {
+            let table = pg_sys::get_relname_relid(c"webhook_delivery_store".as_ptr(), namespace);
+            let mut sequence = pg_sys::InvalidOid;
+            if table != pg_sys::InvalidOid {
+                let owned = pg_sys::getOwnedSequences(table);
+                if !owned.is_null() && (*owned).length == 1 {
+                    sequence = (*(*owned).elements).oid_value;
+                }
+                pg_sys::list_free(owned);
+            }
+            (table, sequence)
+        };
+        let statements = Rc::new(Statements::new(
+            &store::quoted_schema(&schema.to_string_lossy()),
+            if sequence == pg_sys::InvalidOid {
+                pg_sys::InvalidOid
+            } else {
+                table
+            },
+            sequence,
+        ));
         *cell.borrow_mut() = Some((function_oid, Rc::clone(&statements)));
         statements
     })
@@ -316,6 +342,22 @@ pub fn queue(
     unsafe { pg_sys::GetTopTransactionId() };
     let statements = &copy.statements;
     let queued = webhooks.len();
+    if statements.store != pg_sys::InvalidOid {
+        let deliveries: Vec<append::Delivery<'_>> = webhooks
+            .iter()
+            .zip(&bodies)
+            .map(|(&webhook_id, body)| append::Delivery {
+                webhook_id,
+                event_id,
+                event,
+                body,
+                key,
+            })
+            .collect();
+        if append::insert(statements.store, statements.sequence, &deliveries) {
+            return Ok(queued);
+        }
+    }
     Spi::connect_mut(|client| {
         if queued == 1 {
             statements.queue_one.run(

@@ -951,3 +951,79 @@ pub fn cluster_conf_for_report() -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// WAL written and flushed during a pgbench run, per transaction it committed (pg_stat_wal; from
+/// PostgreSQL 18 the flushes are in pg_stat_io). Their time is counted with
+/// track_wal_io_timing = on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct WalFlushes {
+    pub bytes: f64,
+    pub flushes: f64,
+    pub flush_ms: f64,
+}
+
+impl WalFlushes {
+    /// "1,161 B, 0.56 flushes of 0.231 ms".
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{} B, {:.2} flushes of {:.3} ms",
+            thousands(self.bytes),
+            self.flushes,
+            if self.flushes > 0.0 {
+                self.flush_ms / self.flushes
+            } else {
+                0.0
+            }
+        )
+    }
+}
+
+/// The cluster's WAL counters: bytes written, flushes, milliseconds flushing.
+pub(super) fn wal_flush_counters(db: &mut Client) -> Result<(f64, f64, f64)> {
+    let version: i32 = db
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .map_err(pg)?
+        .get(0);
+    let sql = if version >= 180_000 {
+        "SELECT (SELECT wal_bytes::float8 FROM pg_stat_wal),
+                coalesce(sum(fsyncs), 0)::float8, coalesce(sum(fsync_time), 0)::float8
+           FROM pg_stat_io WHERE object = 'wal'"
+    } else {
+        "SELECT wal_bytes::float8, wal_sync::float8, wal_sync_time::float8 FROM pg_stat_wal"
+    };
+    let row = db.query_one(sql, &[]).map_err(pg)?;
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
+impl Bench {
+    /// [`Bench::pgbench_on`], with the WAL it wrote and flushed per row it left in `cliente`
+    /// (truncated before the run).
+    pub(super) fn pgbench_counting_wal(
+        &self,
+        db: &mut Client,
+        script: &Path,
+        secs: u64,
+        database: &str,
+    ) -> Result<(f64, WalFlushes)> {
+        // Counters are cluster-wide: read them after a pause, so that the stats of the run
+        // before (sent at most every second) are in.
+        sleep(Duration::from_millis(1_100))?;
+        let before = wal_flush_counters(db)?;
+        let tps = self.pgbench_on(script, secs, database)?;
+        sleep(Duration::from_millis(1_100))?;
+        let after = wal_flush_counters(db)?;
+        let rows: i64 = db
+            .query_one("SELECT count(*) FROM cliente", &[])
+            .map_err(pg)?
+            .get(0);
+        let per_row = |a: f64, b: f64| (b - a) / rows.max(1) as f64;
+        Ok((
+            tps,
+            WalFlushes {
+                bytes: per_row(before.0, after.0),
+                flushes: per_row(before.1, after.1),
+                flush_ms: per_row(before.2, after.2),
+            },
+        ))
+    }
+}

@@ -15,10 +15,13 @@ impl Bench {
              drained, `cliente` truncated and a CHECKPOINT taken. Diagnostic rows: the trigger \
              with no matching subscriber (the trigger function alone), and trigger + subscriber \
              in a second database the worker does not serve (queueing without concurrent \
-             delivery). Secondary rows: fsync = off (reloaded for those runs only)."
+             delivery). WAL rows: bytes written and flushes made per transaction over the first run \
+             of each kind (pg_stat_wal; track_wal_io_timing = on for this scenario). Secondary \
+             rows: fsync = off (reloaded for those runs only)."
         );
         self.reset_queue()?;
         let mut db = self.db()?;
+        self.set_conf(&mut db, "track_wal_io_timing", Some("on"))?;
         let hook = self.create_webhook(&mut db, &self.recv.url("/cliente"), "{cliente.*}")?;
         let script = self.insert_script()?;
         let prepare = |b: &Bench, db: &mut Client| -> Result<()> {
@@ -34,26 +37,39 @@ impl Bench {
             })
             .map_err(pg)
         };
-        let run_pair =
-            |b: &Bench, db: &mut Client, rounds: usize| -> Result<(Vec<f64>, Vec<f64>)> {
-                let (mut plain, mut trig) = (Vec::new(), Vec::new());
-                for _ in 0..rounds {
-                    set_trigger(db, false)?;
-                    prepare(b, db)?;
-                    plain.push(b.pgbench(&script, secs)?);
-                    log(format!(
-                        "S3: without trigger {:.0} tps",
-                        plain.last().unwrap()
-                    ));
-                    set_trigger(db, true)?;
-                    prepare(b, db)?;
-                    trig.push(b.pgbench(&script, secs)?);
-                    log(format!("S3: with trigger {:.0} tps", trig.last().unwrap()));
-                }
+        // The WAL each kind of run wrote and flushed (its first run).
+        let mut wal: Vec<(&str, WalFlushes)> = Vec::new();
+        let run_pair = |b: &Bench,
+                        db: &mut Client,
+                        rounds: usize,
+                        wal: &mut Vec<(&str, WalFlushes)>|
+         -> Result<(Vec<f64>, Vec<f64>)> {
+            let (mut plain, mut trig) = (Vec::new(), Vec::new());
+            for round in 0..rounds {
                 set_trigger(db, false)?;
-                Ok((plain, trig))
-            };
-        let (plain, trig) = run_pair(self, &mut db, 2)?;
+                prepare(b, db)?;
+                let (tps, flushes) = b.pgbench_counting_wal(db, &script, secs, "postgres")?;
+                plain.push(tps);
+                if round == 0 && wal.is_empty() {
+                    wal.push(("without trigger", flushes));
+                }
+                log(format!(
+                    "S3: without trigger {:.0} tps",
+                    plain.last().unwrap()
+                ));
+                set_trigger(db, true)?;
+                prepare(b, db)?;
+                let (tps, flushes) = b.pgbench_counting_wal(db, &script, secs, "postgres")?;
+                trig.push(tps);
+                if round == 0 && wal.len() == 1 {
+                    wal.push(("with trigger + 1 subscriber, delivering", flushes));
+                }
+                log(format!("S3: with trigger {:.0} tps", trig.last().unwrap()));
+            }
+            set_trigger(db, false)?;
+            Ok((plain, trig))
+        };
+        let (plain, trig) = run_pair(self, &mut db, 2, &mut wal)?;
         let delivered: i64 = db
             .query_one(
                 "SELECT count(*) FROM webhook_delivery_store WHERE status = 'succeeded'",
@@ -90,11 +106,15 @@ impl Bench {
             idle.batch_execute(CLIENTE_DDL).map_err(pg)?;
             self.create_webhook(&mut idle, &self.recv.url("/idle"), "{cliente.*}")?;
             idle.batch_execute("CHECKPOINT").map_err(pg)?;
-            let plain = self.pgbench_on(&script, secs, "bench_idle")?;
+            let (plain, plain_wal) =
+                self.pgbench_counting_wal(&mut idle, &script, secs, "bench_idle")?;
             idle.batch_execute(CLIENTE_TRIGGER).map_err(pg)?;
             idle.batch_execute("TRUNCATE cliente; CHECKPOINT")
                 .map_err(pg)?;
-            let trig = self.pgbench_on(&script, secs, "bench_idle")?;
+            let (trig, trig_wal) =
+                self.pgbench_counting_wal(&mut idle, &script, secs, "bench_idle")?;
+            wal.push(("without trigger, second database", plain_wal));
+            wal.push(("with trigger + 1 subscriber, nothing delivered", trig_wal));
             (plain, trig)
         };
         db.batch_execute("DROP DATABASE bench_idle").map_err(pg)?;
@@ -143,10 +163,18 @@ impl Bench {
             "deliveries made for the trigger runs (all succeeded)",
             thousands(delivered as f64),
         ));
+        // What bounds these rates with fsync on: each commit waits for a WAL flush, and a flush
+        // takes longer the more WAL it carries (bench/ANALYSIS.md §13).
+        for (run, flushes) in &wal {
+            sec.rows.push(Row::info(
+                format!("WAL per INSERT transaction, {run}: bytes, flushes (pg_stat_wal)"),
+                flushes.describe(),
+            ));
+        }
 
         // Secondary: fsync = off.
         self.set_conf(&mut db, "fsync", Some("off"))?;
-        let result = run_pair(self, &mut db, 1);
+        let result = run_pair(self, &mut db, 1, &mut Vec::new());
         self.set_conf(&mut db, "fsync", None)?;
         let (plain_off, trig_off) = result?;
         let (p, t) = (median(&plain_off), median(&trig_off));
@@ -156,6 +184,7 @@ impl Bench {
             format!("{} without trigger", thousands(p)),
             pct(t, p),
         ));
+        self.set_conf(&mut db, "track_wal_io_timing", None)?;
         self.wait_no_pending(&mut db, Duration::from_secs(300))?;
         db.batch_execute("TRUNCATE cliente").map_err(pg)?;
         self.reset_queue()

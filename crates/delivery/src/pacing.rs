@@ -151,6 +151,35 @@ pub const OVERDUE_RECHECK: Duration = Duration::from_secs(1);
 /// the worker itself; one that never will is closed by a later look).
 pub const GAP_RECHECK: Duration = Duration::from_millis(100);
 
+/// The shortest time between two rounds (record, take): under a stream of small commits a
+/// round per commit would cost the worker a transaction per event, and take the CPU the
+/// application's own transactions need. A commit after a quiet spell is taken at once.
+pub const ROUND_SPACING: Duration = Duration::from_millis(1);
+/// A round that handled at least this many deliveries (recorded and taken) is under load.
+pub const BUSY_ROUND: usize = 16;
+/// Under load, rounds are spaced so that each handles about this many deliveries: a round
+/// costs the same few statements however many it handles, and small rounds under a steady
+/// stream of commits cost the worker more CPU than the deliveries themselves
+/// (bench/ANALYSIS.md §13).
+pub const BUSY_ROUND_TARGET: usize = 128;
+/// Bounds of the spacing under load: the longest is the most a delivery waits for its round
+/// while the application writes fast; at a trickle (200 events/s) nothing waits longer than
+/// ROUND_SPACING.
+pub const BUSY_ROUND_SPACING: Duration = Duration::from_millis(4);
+pub const LONGEST_BUSY_ROUND_SPACING: Duration = Duration::from_millis(20);
+
+/// The time from the start of this round to the next: `handled` deliveries were recorded or
+/// taken in a round that started `interval` after the one before.
+pub fn round_spacing(handled: usize, interval: Duration) -> Duration {
+    if handled < BUSY_ROUND {
+        return ROUND_SPACING;
+    }
+    // At the rate this round saw, the time BUSY_ROUND_TARGET deliveries take to gather.
+    interval
+        .mul_f64(BUSY_ROUND_TARGET as f64 / handled as f64)
+        .clamp(BUSY_ROUND_SPACING, LONGEST_BUSY_ROUND_SPACING)
+}
+
 /// How long to sleep after a round. `more`: it stopped for lack of room, not of work;
 /// `room_left`: the worker may still take more; `next_due`: seconds until the earliest due
 /// row (negative: overdue), if any; `gaps`: the walk has gaps.
@@ -248,6 +277,22 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_under_load_are_spaced_to_gather_a_batch_and_a_trickle_is_taken_at_once() {
+        let ms = Duration::from_millis;
+        // A trickle: one event a round, taken a millisecond after the last round.
+        assert_eq!(round_spacing(1, ms(5)), ROUND_SPACING);
+        assert_eq!(round_spacing(BUSY_ROUND - 1, ms(4)), ROUND_SPACING);
+        // 5,000 events/s: 20 in 4 ms. The next round waits to gather ~128, at most 20 ms.
+        assert_eq!(round_spacing(20, ms(4)), LONGEST_BUSY_ROUND_SPACING);
+        // 16,000 events/s: 64 in 4 ms, 8 ms for 128.
+        assert_eq!(round_spacing(64, ms(4)), ms(8));
+        // A drain: hundreds a round come every 4 ms.
+        assert_eq!(round_spacing(900, ms(4)), BUSY_ROUND_SPACING);
+        // The spacing follows the rate: 100 in 20 ms is 5,000/s again.
+        assert_eq!(round_spacing(100, ms(20)), LONGEST_BUSY_ROUND_SPACING);
+    }
 
     #[test]
     fn a_token_bucket_sends_no_faster_than_its_rate_and_drops_nothing() {
