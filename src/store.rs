@@ -344,6 +344,7 @@ pub struct Statements {
     drop_stale_due: Prepared,
     disable: Prepared,
     health: Prepared,
+    lock_webhooks: Prepared,
     forget_expired_secrets: Prepared,
     purge: Prepared,
     next_due: Prepared,
@@ -402,6 +403,7 @@ impl Statements {
             drop_orphans: statement(&[INT8ARRAYOID], worker_sql!("drop_orphans")),
             drop_stale_due: statement(&[INT8ARRAYOID, INT8ARRAYOID], worker_sql!("drop_stale_due")),
             disable: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("disable")),
+            lock_webhooks: statement(&[INT8ARRAYOID], worker_sql!("lock_webhooks")),
             health: statement(
                 &[
                     INT8ARRAYOID,
@@ -646,8 +648,13 @@ impl Statements {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let col =
-            |f: &dyn Fn(&Recorded) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
+        // In id order: the deliveries' rows are locked in the order a DELETE of their webhook
+        // locks them (its index on (webhook_id, id)), so the two wait for each other at most.
+        let mut outcomes: Vec<&Recorded> = outcomes.iter().collect();
+        outcomes.sort_by_key(|o| (o.delivery_id, o.attempt));
+        let col = |f: &dyn Fn(&Recorded) -> Option<String>| {
+            outcomes.iter().map(|o| f(o)).collect::<Vec<_>>()
+        };
         let ids: Vec<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
         let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempt).collect();
         let manual: Vec<bool> = outcomes.iter().map(|o| o.manual).collect();
@@ -755,6 +762,22 @@ impl Statements {
     }
 
     /// Switch webhooks off (410 Gone); their pending deliveries are cancelled by trigger.
+    /// Locks `webhooks` (KEY SHARE, in id order) unless they are being deleted; returns those
+    /// locked (sql/worker/lock_webhooks.sql).
+    pub fn lock_webhooks(
+        &self,
+        client: &mut SpiClient<'_>,
+        webhooks: &[i64],
+    ) -> spi::Result<std::collections::HashSet<i64>> {
+        if webhooks.is_empty() {
+            return Ok(Default::default());
+        }
+        self.lock_webhooks
+            .run(client, &[webhooks.to_vec().into()])?
+            .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+            .collect()
+    }
+
     pub fn disable(
         &self,
         client: &mut SpiClient<'_>,

@@ -546,6 +546,28 @@ impl Worker {
                         }));
                     }
                 };
+                // The webhooks whose health or state this round writes are locked before any
+                // of their deliveries, in the order a DELETE of a webhook takes them; one being
+                // deleted gets nothing written (it would wait for the DELETE, which may be
+                // waiting for this round's deliveries: a deadlock).
+                let mut touched: Vec<i64> = health
+                    .iter()
+                    .map(|delta| delta.webhook_id)
+                    .chain(disable.iter().map(|(webhook_id, _)| *webhook_id))
+                    .collect();
+                touched.sort_unstable();
+                touched.dedup();
+                let locked = s.lock_webhooks(client, &touched)?;
+                let health: Vec<_> = health
+                    .iter()
+                    .filter(|delta| locked.contains(&delta.webhook_id))
+                    .cloned()
+                    .collect();
+                let disable: Vec<_> = disable
+                    .iter()
+                    .filter(|(webhook_id, _)| locked.contains(webhook_id))
+                    .cloned()
+                    .collect();
                 s.record(client, &records)?;
                 s.park(client, &released)?;
                 s.hold_keys(client, &keys_to_hold)?;

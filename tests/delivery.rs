@@ -713,8 +713,8 @@ fn a_backend_queues_for_webhooks_other_sessions_create_change_and_delete() {
         .unwrap();
     assert_eq!(queued_for(&mut app, "other events"), [first]);
 
-    // Deleted once nothing of it is in flight: a DELETE that meets the worker recording the
-    // webhook's deliveries can end in a deadlock (40P01), which is not what this test is about.
+    // Deleted once nothing of it is in flight: a DELETE racing the worker's recording is
+    // another test's subject (deleting_a_webhook_whose_deliveries_fail_...).
     wait_until("the second webhook's deliveries to end", DEADLINE, || {
         let unfinished = query_i64(
             &mut admin,
@@ -917,5 +917,104 @@ fn indexes_and_triggers_users_add_to_the_deliveries_see_every_queued_one() {
     assert_eq!(
         query_i64(&mut db, "SELECT count(*) FROM webhook_delivery"),
         14
+    );
+}
+
+/// Deleting a webhook while the worker records its failed deliveries: until it commits, the
+/// DELETE holds the webhook's row, its health row (the foreign key's cascade) and its
+/// deliveries, and the worker writes the health of the deliveries it records. The worker goes
+/// on delivering the other webhooks' events while such a DELETE is under way (it used to wait
+/// for it, and a DELETE waiting for a delivery the worker had recorded meanwhile ended in a
+/// deadlock), and the DELETE ends.
+#[test]
+fn deleting_a_webhook_whose_deliveries_fail_holds_up_neither_the_worker_nor_the_delete() {
+    let failing = Receiver::always(Reply::status(500));
+    let fine = Receiver::always(Reply::ok());
+    let (cluster, mut db) = Cluster::start_installed("delete_while_failing", "");
+    let doomed = create_webhook(&mut db, &failing.url(), None, "perdido.*");
+    one_attempt_only(&mut db, doomed);
+    let other = create_webhook(&mut db, &fine.url(), None, "mantido.*");
+    // Holds the DELETE before its commit, until `holder` lets it go (the cascade's triggers
+    // fire last).
+    db.batch_execute(
+        "CREATE FUNCTION hold_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN OLD; END $$;
+         CREATE TRIGGER hold_delete AFTER DELETE ON webhook_health
+           FOR EACH ROW EXECUTE FUNCTION hold_delete();",
+    )
+    .unwrap();
+    let failures = |db: &mut Client| {
+        query_i64(
+            db,
+            &format!(
+                "SELECT coalesce(max(consecutive_failures), 0)::bigint FROM webhook_health
+                  WHERE webhook_id = {doomed}"
+            ),
+        )
+    };
+    emit(&mut db, "perdido.um", "{}");
+    wait_until(
+        "the failure to reach the webhook's health",
+        DEADLINE,
+        || (failures(&mut db) == 1).then_some(()),
+    );
+
+    let mut holder = cluster.connect();
+    holder
+        .query_one("SELECT pg_advisory_lock(4242)", &[])
+        .unwrap();
+    let deleter = {
+        let mut session = cluster.connect();
+        std::thread::spawn(move || {
+            session
+                .query_one("SELECT webhook_delete($1)", &[&doomed])
+                .map(|row| row.get::<_, bool>(0))
+                .map_err(|e| db_message(&e))
+        })
+    };
+    wait_until("the DELETE to be held", DEADLINE, || {
+        (query_i64(
+            &mut db,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'",
+        ) == 1)
+            .then_some(())
+    });
+    // The webhook is still there for everyone else until the DELETE commits: its next event
+    // is queued and fails.
+    let sent = failing.count();
+    emit(&mut db, "perdido.dois", "{}");
+    wait_until("the second failure to be sent", DEADLINE, || {
+        (failing.count() > sent).then_some(())
+    });
+    emit(&mut db, "mantido.um", "{}");
+    wait_until(
+        "the other webhook's event to be delivered meanwhile",
+        DEADLINE,
+        || {
+            (query_i64(
+                &mut db,
+                &format!(
+                    "SELECT count(*) FROM webhook_delivery
+                      WHERE webhook_id = {other} AND status = 'succeeded'"
+                ),
+            ) == 1)
+                .then_some(())
+        },
+    );
+
+    holder
+        .query_one("SELECT pg_advisory_unlock(4242)", &[])
+        .unwrap();
+    assert_eq!(
+        deleter.join().unwrap(),
+        Ok(true),
+        "the DELETE ends, without a deadlock"
+    );
+    assert_eq!(
+        query_i64(
+            &mut db,
+            &format!("SELECT count(*) FROM webhook WHERE id = {doomed}")
+        ),
+        0
     );
 }
