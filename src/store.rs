@@ -761,7 +761,6 @@ impl Statements {
         Ok(())
     }
 
-    /// Switch webhooks off (410 Gone); their pending deliveries are cancelled by trigger.
     /// Locks `webhooks` (KEY SHARE, in id order) unless they are being deleted; returns those
     /// locked (sql/worker/lock_webhooks.sql).
     pub fn lock_webhooks(
@@ -778,6 +777,7 @@ impl Statements {
             .collect()
     }
 
+    /// Switch webhooks off (410 Gone); their pending deliveries are cancelled by trigger.
     pub fn disable(
         &self,
         client: &mut SpiClient<'_>,
