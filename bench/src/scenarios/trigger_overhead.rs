@@ -163,8 +163,8 @@ impl Bench {
             "deliveries made for the trigger runs (all succeeded)",
             thousands(delivered as f64),
         ));
-        // What bounds these rates with fsync on: each commit waits for a WAL flush, and a flush
-        // takes longer the more WAL it carries (bench/ANALYSIS.md §13).
+        // What bounds these rates with fsync on: each commit waits for a WAL flush, and the
+        // flushes slow down as the backends' CPU load grows (bench/ANALYSIS.md §13).
         for (run, flushes) in &wal {
             sec.rows.push(Row::info(
                 format!("WAL per INSERT transaction, {run}: bytes, flushes (pg_stat_wal)"),
