@@ -40,6 +40,9 @@ thread_local! {
     /// Invalidations of `webhook` seen so far: a read they overlap is not kept.
     static INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
     static STATEMENTS: RefCell<Option<(pg_sys::Oid, Rc<Statements>)>> = const { RefCell::new(None) };
+    /// The `webhook_delivery_store` the statements name by oid (the relcache callback
+    /// compares with it).
+    static STORE_RELATION: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
 /// One active webhook, as the queueing needs it.
@@ -190,6 +193,7 @@ fn statements(function_oid: pg_sys::Oid, namespace: pg_sys::Oid) -> Rc<Statement
             }
             (table, sequence)
         };
+        STORE_RELATION.with(|relation| relation.set(table));
         let statements = Rc::new(Statements::new(
             &store::quoted_schema(&schema.to_string_lossy()),
             if sequence == pg_sys::InvalidOid {
@@ -388,7 +392,16 @@ pub fn queue(
 
 /// The relcache callback's part: `relid` (or every relation, for InvalidOid) was invalidated.
 pub fn forget(relid: pg_sys::Oid) {
-    if relid != pg_sys::InvalidOid && relid != WEBHOOK_RELATION.with(Cell::get) {
+    let every = relid == pg_sys::InvalidOid;
+    if every || relid == STORE_RELATION.with(Cell::get) {
+        // The deliveries' table changed: its oid and its sequence are looked up again (an
+        // upgrade that made the table anew must not leave a session inserting by an old oid).
+        STATEMENTS.with(|statements| {
+            if let Ok(mut statements) = statements.try_borrow_mut() {
+                *statements = None;
+            }
+        });
+    } else if relid != WEBHOOK_RELATION.with(Cell::get) {
         return;
     }
     INVALIDATIONS.with(|count| count.set(count.get() + 1));
