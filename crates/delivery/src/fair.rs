@@ -183,6 +183,32 @@ impl<T> FairQueue<T> {
         None
     }
 
+    /// Another item of `key`, counted as running, if the key is in the fast lane, has one
+    /// waiting, and is below its cap and the total: a thread that keeps several attempts of
+    /// one fast endpoint in flight takes them this way. The key keeps its place in its turn.
+    pub fn start_more_of(&mut self, key: i64, caps: &LaneCaps) -> Option<T> {
+        if self.lane(key) != Lane::Fast
+            || self.running_len >= caps.total
+            || self.running.get(&key).copied().unwrap_or(0) >= caps.per_key[Lane::Fast as usize]
+        {
+            return None;
+        }
+        let queue = self.waiting.get_mut(&key)?;
+        let item = queue.pop_front().expect("a waiting key has items");
+        if queue.is_empty() {
+            self.waiting.remove(&key);
+            let turn = &mut self.turns[Lane::Fast as usize];
+            if let Some(at) = turn.iter().position(|&k| k == key) {
+                turn.remove(at);
+            }
+        }
+        self.waiting_len -= 1;
+        *self.running.entry(key).or_insert(0) += 1;
+        self.lane_running[Lane::Fast as usize] += 1;
+        self.running_len += 1;
+        Some(item)
+    }
+
     /// A running item of `key` finished.
     pub fn finished(&mut self, key: i64) {
         if let Some(running) = self.running.get_mut(&key) {
@@ -394,6 +420,41 @@ mod tests {
         assert!(start_keys(&mut queue, &CAPS).is_empty());
         queue.finished(1);
         assert_eq!(start_keys(&mut queue, &CAPS), vec![2]);
+    }
+
+    #[test]
+    fn more_of_a_key_start_only_for_a_fast_key_within_its_caps() {
+        let caps = LaneCaps::uniform(5, 3);
+        let mut queue = FairQueue::default();
+        for item in 0..4 {
+            queue.push(1, item);
+        }
+        queue.push(2, 10);
+        // New: nothing known of its pace, so one at a time.
+        assert_eq!(queue.start_next(&caps), Some((1, 0)));
+        assert_eq!(queue.start_more_of(1, &caps), None);
+        queue.set_lane(1, Lane::Fast);
+        assert_eq!(queue.start_more_of(1, &caps), Some(1));
+        assert_eq!(queue.start_more_of(1, &caps), Some(2));
+        // At its cap of 3.
+        assert_eq!(queue.start_more_of(1, &caps), None);
+        queue.finished(1);
+        assert_eq!(queue.start_more_of(1, &caps), Some(3));
+        // None left: the key is out of its turn, and the other key still starts.
+        assert_eq!(queue.start_more_of(1, &caps), None);
+        assert_eq!(queue.start_next(&caps), Some((2, 10)));
+        assert_eq!(queue.start_next(&caps), None);
+        assert_eq!((queue.waiting_len(), queue.running_len()), (0, 4));
+        // The total applies too.
+        let mut queue = FairQueue::default();
+        queue.set_lane(1, Lane::Fast);
+        for item in 0..4 {
+            queue.push(1, item);
+        }
+        let caps = LaneCaps::uniform(2, 4);
+        assert_eq!(queue.start_next(&caps), Some((1, 0)));
+        assert_eq!(queue.start_more_of(1, &caps), Some(1));
+        assert_eq!(queue.start_more_of(1, &caps), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,11 @@ impl Connection {
             socket_timeout,
             reused: false,
         }
+    }
+
+    /// The socket's descriptor.
+    pub fn socket(&self) -> RawFd {
+        self.stream.socket().as_raw_fd()
     }
 
     /// Reads what is there, waiting no later than `deadline` (TimedOut then).

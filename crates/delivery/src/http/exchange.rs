@@ -71,18 +71,26 @@ pub(super) fn request_bytes(target: &Target, request: &Request) -> Vec<u8> {
     bytes
 }
 
-pub(super) fn exchange(
+/// Writes the request.
+pub(super) fn send(
     connection: &mut Connection,
     request: &[u8],
     deadline: Instant,
-    body_cap: usize,
-) -> Result<Response, Failure> {
+) -> Result<(), Failure> {
     connection
         .write_all_by(request, deadline)
         .map_err(|e| match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Failure::NotSent(e),
             _ => Failure::Io(e),
-        })?;
+        })
+}
+
+/// Reads the response to the request [`send`] wrote.
+pub(super) fn receive(
+    connection: &mut Connection,
+    deadline: Instant,
+    body_cap: usize,
+) -> Result<Response, Failure> {
     let mut reader = Reader {
         connection,
         buf: Vec::with_capacity(READ_SIZE),

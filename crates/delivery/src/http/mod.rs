@@ -8,9 +8,10 @@ mod connection;
 mod exchange;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use connection::{is_timeout, ConnectError, Connector, Target};
+use connection::{is_timeout, ConnectError, Connection, Connector, Origin, Target};
 use exchange::{is_closed, Failure, Response};
 
 use crate::policy::NetworkPolicy;
@@ -93,6 +94,27 @@ pub struct Client {
     limits: Limits,
 }
 
+/// An attempt whose request is on the wire, waiting for its response.
+pub struct Sent {
+    connection: Connection,
+    origin: Origin,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Sent {
+    /// The socket the response comes in on: readable once some of it has arrived (or the
+    /// peer closed), for waiting on several attempts at once.
+    pub fn socket(&self) -> RawFd {
+        self.connection.socket()
+    }
+
+    /// When the attempt times out.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
 impl Client {
     pub fn new(limits: Limits, policy: NetworkPolicy) -> Client {
         Client {
@@ -115,72 +137,92 @@ impl Client {
     }
 
     pub fn send(&self, req: &Request) -> Outcome {
+        match self.start(req) {
+            Ok(sent) => self.finish(sent),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Sends the request without waiting for the answer: the attempt as it waits for its
+    /// response ([`Client::finish`] reads it), or its outcome if it ended before that.
+    pub fn start(&self, req: &Request) -> Result<Sent, Outcome> {
         let started = Instant::now();
-        let mut outcome = self.attempt(req);
+        self.send_request(req, started).map_err(|mut outcome| {
+            outcome.duration = started.elapsed();
+            outcome
+        })
+    }
+
+    /// Reads the response to a request [`Client::start`] sent, waiting no later than its
+    /// deadline.
+    pub fn finish(&self, sent: Sent) -> Outcome {
+        let Sent {
+            mut connection,
+            origin,
+            started,
+            deadline,
+        } = sent;
+        let mut outcome =
+            match exchange::receive(&mut connection, deadline, self.limits.max_response_bytes) {
+                Ok(response) => {
+                    let outcome = self.receive(&response);
+                    if response.reusable {
+                        self.connector.keep(&origin, connection);
+                    }
+                    outcome
+                }
+                Err(failure) => self.exchange_failure(failure),
+            };
         outcome.duration = started.elapsed();
         outcome
     }
 
-    fn attempt(&self, req: &Request) -> Outcome {
+    fn send_request(&self, req: &Request, started: Instant) -> Result<Sent, Outcome> {
         // Checked here so that no header line can be injected, and named without its value.
         for (name, value) in &req.headers {
             if !is_token(name) {
-                return Outcome::failure(
+                return Err(Outcome::failure(
                     OutcomeKind::InvalidRequest,
                     "invalid request header name".into(),
-                );
+                ));
             }
             if !is_field_value(value) {
-                return Outcome::failure(
+                return Err(Outcome::failure(
                     OutcomeKind::InvalidRequest,
                     format!("invalid value for request header {name}"),
-                );
+                ));
             }
         }
-        let target = match Target::parse(&req.url) {
-            Ok(target) => target,
-            Err(reason) => {
-                return Outcome::failure(
-                    OutcomeKind::InvalidRequest,
-                    format!("invalid URL: {reason}"),
-                )
-            }
-        };
-        let deadline = Instant::now() + self.limits.timeout;
+        let target = Target::parse(&req.url).map_err(|reason| {
+            Outcome::failure(
+                OutcomeKind::InvalidRequest,
+                format!("invalid URL: {reason}"),
+            )
+        })?;
+        let deadline = started + self.limits.timeout;
         let bytes = exchange::request_bytes(&target, req);
-        let mut connection = match self.connector.open(&target, deadline) {
-            Ok(connection) => connection,
-            Err(e) => return self.connect_failure(&target, e),
-        };
-        let mut result = exchange::exchange(
-            &mut connection,
-            &bytes,
-            deadline,
-            self.limits.max_response_bytes,
-        );
-        if connection.reused && matches!(result, Err(Failure::NotSent(_))) {
+        let mut connection = self
+            .connector
+            .open(&target, deadline)
+            .map_err(|e| self.connect_failure(&target, e))?;
+        let mut sent = exchange::send(&mut connection, &bytes, deadline);
+        if connection.reused && matches!(sent, Err(Failure::NotSent(_))) {
             // The receiver closed the kept connection as the request went out: none of it was
             // read, so it goes again on a new connection.
-            connection = match self.connector.connect(&target, deadline) {
-                Ok(connection) => connection,
-                Err(e) => return self.connect_failure(&target, e),
-            };
-            result = exchange::exchange(
-                &mut connection,
-                &bytes,
-                deadline,
-                self.limits.max_response_bytes,
-            );
+            connection = self
+                .connector
+                .connect(&target, deadline)
+                .map_err(|e| self.connect_failure(&target, e))?;
+            sent = exchange::send(&mut connection, &bytes, deadline);
         }
-        match result {
-            Ok(response) => {
-                let outcome = self.receive(&response);
-                if response.reusable {
-                    self.connector.keep(&target.origin, connection);
-                }
-                outcome
-            }
-            Err(failure) => self.exchange_failure(failure),
+        match sent {
+            Ok(()) => Ok(Sent {
+                connection,
+                origin: target.origin,
+                started,
+                deadline,
+            }),
+            Err(failure) => Err(self.exchange_failure(failure)),
         }
     }
 

@@ -115,6 +115,12 @@ impl Dispatch {
         self.queue.start_next(&self.lane_caps).map(|(_, job)| job)
     }
 
+    /// Another job of `key` if it is known to be fast and below its caps (see
+    /// `FairQueue::start_more_of`).
+    pub(super) fn start_more_of(&mut self, key: i64) -> Option<Job> {
+        self.queue.start_more_of(key, &self.lane_caps)
+    }
+
     /// A job of `key` finished after `duration` (None: it was not started). Returns whether
     /// the key changed lanes (which may let more than one job start).
     pub(super) fn finished(&mut self, key: i64, duration: Option<Duration>) -> bool {

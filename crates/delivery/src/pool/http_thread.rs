@@ -1,39 +1,59 @@
-//! One HTTP thread: takes its next job from the dispatch, makes the attempt, hands the result
-//! to the main thread and wakes it.
+//! One HTTP thread: takes its next jobs from the dispatch (several of one endpoint known to
+//! answer fast), makes the attempts, hands each result to the main thread and wakes it.
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, Job, JobResult, Outgoing, Shared};
 use crate::clock;
-use crate::http::{Outcome, OutcomeKind, Request};
+use crate::http::{Client, Outcome, OutcomeKind, Request, Sent};
+
+/// How many attempts to one endpoint known to answer fast a thread keeps in flight at once:
+/// it sends them all, then reads each answer as it arrives, so one wake-up of the thread
+/// serves several attempts (bench/ANALYSIS.md §14).
+pub(super) const IN_FLIGHT_PER_THREAD: usize = 8;
 
 /// What each HTTP thread runs, until the pool is dropped.
 pub(super) fn work(shared: &Shared) {
-    let mut finished = None;
+    let mut finished: Vec<(i64, Option<Duration>)> = Vec::new();
     loop {
-        let job = {
+        let jobs = {
             let mut dispatch = lock(&shared.dispatch);
-            // The finished attempt's pace counts before this thread takes its next job: a
+            // The finished attempts' pace counts before this thread takes its next jobs: a
             // key that just turned slow gets no more than its slow cap from here on.
-            if let Some((key, duration)) = finished.take() {
-                if dispatch.finished(key, duration) {
-                    // A new key found fast takes its running jobs out of the slow-and-new
-                    // budget: room for more than the one job this thread takes next.
-                    shared.job_ready.notify_all();
-                }
+            let mut changed_lanes = false;
+            for (key, duration) in finished.drain(..) {
+                changed_lanes |= dispatch.finished(key, duration);
+            }
+            if changed_lanes {
+                // A new key found fast takes its running jobs out of the slow-and-new
+                // budget: room for more than the jobs this thread takes next.
+                shared.job_ready.notify_all();
             }
             loop {
                 if dispatch.is_closed() {
                     return;
                 }
-                // The job this thread's finished attempt made room for, if any, is taken here
-                // by this same thread: no other thread needs waking for it.
+                // The job this thread's finished attempts made room for, if any, is taken
+                // here by this same thread: no other thread needs waking for it.
                 if let Some(job) = dispatch.start_next() {
-                    break job;
+                    let key = job.key;
+                    let mut jobs = vec![job];
+                    while jobs.len() < IN_FLIGHT_PER_THREAD {
+                        match dispatch.start_more_of(key) {
+                            Some(job) => jobs.push(job),
+                            None => break,
+                        }
+                    }
+                    // Threads wake one another while jobs are left: a submission wakes one
+                    // thread, not one per job, most of which would find the jobs taken.
+                    if dispatch.waiting() > 0 {
+                        shared.job_ready.notify_one();
+                    }
+                    break jobs;
                 }
                 dispatch = shared
                     .job_ready
@@ -41,18 +61,86 @@ pub(super) fn work(shared: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let key = job.key;
-        let result = attempt(shared, job);
-        finished = Some((key, result.outcome.as_ref().map(|o| o.duration)));
-        lock(&shared.results).push(result);
-        if !shared.wake_pending.swap(true, Ordering::SeqCst) {
-            // WouldBlock means the socket is full of unread wake-ups already: nothing to add.
-            let _ = (&shared.wake).write(&[1]);
+        let client = Arc::clone(&shared.client.read().unwrap_or_else(PoisonError::into_inner));
+        let mut waiting = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match start(&client, job) {
+                Started::Done(result) => report(shared, result, &mut finished),
+                Started::Sent(result, sent) => waiting.push((result, sent)),
+            }
+        }
+        while !waiting.is_empty() {
+            for at in answered(&waiting) {
+                let (mut result, sent) = waiting.swap_remove(at);
+                result.outcome = Some(guarded(|| client.finish(sent)));
+                report(shared, result, &mut finished);
+            }
         }
     }
 }
 
-fn attempt(shared: &Shared, job: Job) -> JobResult {
+/// Hands a result to the main thread and wakes it.
+fn report(shared: &Shared, result: JobResult, finished: &mut Vec<(i64, Option<Duration>)>) {
+    finished.push((result.key, result.outcome.as_ref().map(|o| o.duration)));
+    lock(&shared.results).push(result);
+    if !shared.wake_pending.swap(true, Ordering::SeqCst) {
+        // WouldBlock means the socket is full of unread wake-ups already: nothing to add.
+        let _ = (&shared.wake).write(&[1]);
+    }
+}
+
+/// Waits until some of the attempts can be read on (an answer came in or the peer closed),
+/// or the first of them times out; returns their positions, highest first.
+fn answered(waiting: &[(JobResult, Sent)]) -> Vec<usize> {
+    let mut sockets: Vec<libc::pollfd> = waiting
+        .iter()
+        .map(|(_, sent)| libc::pollfd {
+            fd: sent.socket(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let now = Instant::now();
+    let first_deadline = waiting
+        .iter()
+        .map(|(_, sent)| sent.deadline())
+        .min()
+        .unwrap_or(now);
+    // Rounded up, so that the wait does not end just before the deadline.
+    let timeout_ms = first_deadline
+        .saturating_duration_since(now)
+        .as_micros()
+        .div_ceil(1000)
+        .min(i32::MAX as u128) as i32;
+    // SAFETY: the descriptors are sockets the waiting attempts own, alive for the call; the
+    // array's length is passed with it.
+    let ready = unsafe {
+        libc::poll(
+            sockets.as_mut_ptr(),
+            sockets.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
+    let now = Instant::now();
+    (0..waiting.len())
+        .rev()
+        .filter(|&at| {
+            // An error of poll itself (EINTR, ...) leaves every attempt to its own read,
+            // which waits within its deadline.
+            ready < 0 || sockets[at].revents != 0 || waiting[at].1.deadline() <= now
+        })
+        .collect()
+}
+
+enum Started {
+    /// Nothing more to wait for: not started before its `start_by`, or it ended before a
+    /// response could come.
+    Done(JobResult),
+    /// The request went out; its response is read by [`Client::finish`].
+    Sent(JobResult, Sent),
+}
+
+fn start(client: &Client, job: Job) -> Started {
     let started_at = SystemTime::now();
     let mut result = JobResult {
         delivery_id: job.delivery_id,
@@ -65,32 +153,41 @@ fn attempt(shared: &Shared, job: Job) -> JobResult {
         .start_by
         .is_some_and(|deadline| Instant::now() > deadline)
     {
-        return result;
+        return Started::Done(result);
     }
-    let client = Arc::clone(&shared.client.read().unwrap_or_else(PoisonError::into_inner));
-    result.outcome = Some(guarded(|| {
+    let sent = catching(|| {
         let request = match job.request {
             Outgoing::Ready(request) => request,
-            Outgoing::SignAtStart { url, message } => {
-                match message.headers(clock::unix_seconds(started_at)) {
-                    Ok(headers) => Request {
-                        url,
-                        headers,
-                        body: message.body,
-                    },
+            Outgoing::SignAtStart { url, message } => Request {
+                headers: message
+                    .headers(clock::unix_seconds(started_at))
                     // Its format cannot be honoured for this body: nothing is sent.
-                    Err(reason) => return Outcome::failure(OutcomeKind::InvalidRequest, reason),
-                }
-            }
+                    .map_err(|reason| Outcome::failure(OutcomeKind::InvalidRequest, reason))?,
+                url,
+                body: message.body,
+            },
         };
-        client.send(&request)
-    }));
-    result
+        client.start(&request)
+    });
+    match sent {
+        Ok(sent) => Started::Sent(result, sent),
+        Err(outcome) => {
+            result.outcome = Some(outcome);
+            Started::Done(result)
+        }
+    }
 }
 
 /// Runs one attempt; a panic becomes a failed outcome instead of killing the thread and
 /// losing the result.
 pub(super) fn guarded(attempt: impl FnOnce() -> Outcome) -> Outcome {
+    match catching(|| Ok::<_, Outcome>(attempt())) {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+/// Runs part of an attempt; a panic becomes a failed outcome.
+fn catching<T>(attempt: impl FnOnce() -> Result<T, Outcome>) -> Result<T, Outcome> {
     let started = Instant::now();
     panic::catch_unwind(AssertUnwindSafe(attempt)).unwrap_or_else(|payload| {
         let reason = payload
@@ -101,6 +198,6 @@ pub(super) fn guarded(attempt: impl FnOnce() -> Outcome) -> Outcome {
         let mut outcome =
             Outcome::failure(OutcomeKind::Transport, format!("internal error: {reason}"));
         outcome.duration = started.elapsed();
-        outcome
+        Err(outcome)
     })
 }

@@ -254,6 +254,55 @@ fn grow_only_adds() {
 }
 
 #[test]
+fn one_thread_keeps_several_attempts_to_a_fast_endpoint_in_flight() {
+    // The receiver answers the first request at once, then holds each answer until four
+    // requests have come in: a thread that waited for each answer before sending the next
+    // request would time out on the first.
+    const TOGETHER: usize = 4;
+    let arrived = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let server = TestServer::http({
+        let arrived = Arc::clone(&arrived);
+        move |request, stream| {
+            let id = request
+                .header("x-delivery-id")
+                .unwrap_or_default()
+                .to_owned();
+            if id != "0" {
+                let (count, changed) = &*arrived;
+                let mut count = count.lock().unwrap();
+                *count += 1;
+                changed.notify_all();
+                let deadline = Instant::now() + DEADLINE;
+                while *count < TOGETHER && Instant::now() < deadline {
+                    count = changed
+                        .wait_timeout(count, deadline - Instant::now())
+                        .unwrap()
+                        .0;
+                }
+            }
+            let _ = stream.write_all(&response("200 OK", &[], id.as_bytes()));
+        }
+    });
+    let pool = Pool::new(1, caps(8, 8), client("127.0.0.1/32")).unwrap();
+    // Its first attempt makes the endpoint known to answer fast.
+    pool.submit(job(0, server.url("/")));
+    assert!(outcome(&collect(&pool, 1)[0]).is_success());
+    wait_until(|| pool.pace(1).is_some());
+    pool.submit_all((1..=TOGETHER as i64).map(|id| job(id, server.url("/"))));
+    let results = collect(&pool, TOGETHER);
+    let mut answered: Vec<(i64, Option<String>)> = results
+        .iter()
+        .map(|result| (result.delivery_id, outcome(result).body.clone()))
+        .collect();
+    answered.sort();
+    let expected: Vec<(i64, Option<String>)> = (1..=TOGETHER as i64)
+        .map(|id| (id, Some(id.to_string())))
+        .collect();
+    assert_eq!(answered, expected, "{results:?}");
+    assert!(results.iter().all(|result| outcome(result).is_success()));
+}
+
+#[test]
 fn a_slow_receiver_holds_up_only_its_thread() {
     let silent = TestServer::http(|_, stream| {
         let _ = stream.read(&mut [0]);
