@@ -24,7 +24,9 @@ use std::time::SystemTime;
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{TEXTOID, UUIDOID};
+use pgrx::pg_sys::BuiltinOid::{
+    BPCHAROID, INT2OID, INT4OID, INT8OID, JSONBOID, JSONOID, TEXTOID, UUIDOID, VARCHAROID,
+};
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
 use webhook_delivery::clock;
@@ -54,6 +56,26 @@ struct Shape {
     key_columns: Vec<String>,
     /// The trigger's `columns=`/`exclude=` argument, if any.
     selection: Option<Selection>,
+    /// Set where an inserted or deleted row is sent as `row_to_json` writes it, unparsed:
+    /// the trigger sends every column, the parse would print each column's JSON back the
+    /// same, and the key's columns print as their JSON does. Their positions, in key order.
+    compact_key: Option<Vec<KeyColumn>>,
+}
+
+/// A primary-key column whose output text is its value in the row's JSON.
+struct KeyColumn {
+    attnum: i32,
+    output_function: pg_sys::Oid,
+    /// Its JSON is a number (else a string).
+    number: bool,
+}
+
+/// The row's data, as the body carries it.
+enum Data {
+    /// Parsed (and, for an UPDATE, with its changes).
+    Parsed(Value, Option<Value>),
+    /// `row_to_json`'s text (Shape::compact_key).
+    Compact(String),
 }
 
 #[pg_trigger(sql = false)]
@@ -99,7 +121,7 @@ fn webhook_trigger<'a>(
     if matching.as_ref().is_some_and(Vec::is_empty) {
         return Ok(None);
     }
-    let (data, changes, key) = match op {
+    let (data, key) = match op {
         PgTriggerOperation::Update => {
             let mut old = row_fields(fired.tg_trigtuple, tupdesc, &table);
             let mut new = row_fields(fired.tg_newtuple, tupdesc, &table);
@@ -112,31 +134,39 @@ fn webhook_trigger<'a>(
             let Some(changes) = envelope::changed_columns(&old, &new) else {
                 return Ok(None);
             };
-            (Value::Object(new), Some(changes), key)
+            (Data::Parsed(Value::Object(new), Some(changes)), key)
         }
-        _ => {
-            let mut row = row_fields(fired.tg_trigtuple, tupdesc, &table);
-            let key = columns::event_key(&row, &shape.key_columns);
-            if let Some(selection) = &shape.selection {
-                selection.apply(&mut row);
+        _ => match &shape.compact_key {
+            Some(key_columns) => (
+                Data::Compact(row_json(fired.tg_trigtuple, tupdesc)),
+                compact_key(fired.tg_trigtuple, tupdesc, key_columns),
+            ),
+            None => {
+                let mut row = row_fields(fired.tg_trigtuple, tupdesc, &table);
+                let key = columns::event_key(&row, &shape.key_columns);
+                if let Some(selection) = &shape.selection {
+                    selection.apply(&mut row);
+                }
+                (Data::Parsed(Value::Object(row), None), key)
             }
-            (Value::Object(row), None, key)
-        }
+        },
     };
 
     // SAFETY: gen_random_uuid takes no argument and always returns a uuid.
     let event_id =
         unsafe { pgrx::direct_function_call::<pgrx::Uuid>(pg_sys::gen_random_uuid, &[]) }
             .expect("gen_random_uuid() returns a uuid");
-    let body = envelope::assemble(
-        &event_id.to_string(),
-        &event,
-        // Truncated as webhook_enqueue's `floor(extract(epoch FROM clock_timestamp()))`:
-        // never later than the commit.
-        clock::unix_seconds(SystemTime::now()),
-        data,
-        changes,
-    )
+    // Truncated as webhook_enqueue's `floor(extract(epoch FROM clock_timestamp()))`: never
+    // later than the commit.
+    let emitted_at = clock::unix_seconds(SystemTime::now());
+    let body = match data {
+        Data::Parsed(data, changes) => {
+            envelope::assemble(&event_id.to_string(), &event, emitted_at, data, changes)
+        }
+        Data::Compact(data) => {
+            envelope::assemble_compact(&event_id.to_string(), &event, emitted_at, &data)
+        }
+    }
     .unwrap_or_else(|e| refuse(e));
 
     let queued = match (&copy, &matching) {
@@ -252,15 +282,58 @@ fn row_fields(
     tupdesc: pg_sys::TupleDesc,
     table: &dyn Fn() -> String,
 ) -> Map<String, Value> {
+    match serde_json::from_str(&row_json(tuple, tupdesc)) {
+        Ok(Value::Object(fields)) => fields,
+        _ => raise(TriggerError::NotAnObject { table: table() }),
+    }
+}
+
+/// The row as `row_to_json()` writes it. `tuple` and `tupdesc` must be the trigger's.
+fn row_json(tuple: *mut pg_sys::HeapTupleData, tupdesc: pg_sys::TupleDesc) -> String {
     // SAFETY: the tuple and its descriptor come from the trigger data Postgres passed in.
-    let json = unsafe {
+    unsafe {
         let row = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
         pgrx::direct_function_call::<String>(pg_sys::row_to_json, &[Some(row)])
     }
-    .expect("row_to_json() returns JSON for a row");
-    match serde_json::from_str(&json) {
-        Ok(Value::Object(fields)) => fields,
-        _ => raise(TriggerError::NotAnObject { table: table() }),
+    .expect("row_to_json() returns JSON for a row")
+}
+
+/// The event key [`columns::event_key`] gives, from the key columns' output text.
+fn compact_key(
+    tuple: *mut pg_sys::HeapTupleData,
+    tupdesc: pg_sys::TupleDesc,
+    key_columns: &[KeyColumn],
+) -> Option<String> {
+    let text = |column: &KeyColumn| {
+        let mut is_null = false;
+        // SAFETY: the trigger's tuple and descriptor, an attribute number of the relation's
+        // primary key, and that column type's output function, which returns a palloc'd C
+        // string.
+        unsafe {
+            let datum = pg_sys::heap_getattr(tuple, column.attnum, tupdesc, &mut is_null);
+            (!is_null).then(|| {
+                CStr::from_ptr(pg_sys::OidOutputFunctionCall(column.output_function, datum))
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        }
+    };
+    match key_columns {
+        [] => None,
+        [column] => text(column),
+        columns => {
+            let values: Vec<Value> = columns
+                .iter()
+                .map(|column| match text(column) {
+                    None => Value::Null,
+                    Some(text) if column.number => Value::Number(
+                        serde_json::from_str(&text).expect("an integer's text is a JSON number"),
+                    ),
+                    Some(text) => Value::String(text),
+                })
+                .collect();
+            Some(Value::Array(values).to_string())
+        }
     }
 }
 
@@ -289,9 +362,15 @@ fn shape(
             selection
         });
     let key_columns = primary_key_columns(fired.tg_relation);
+    let compact_key = if selection.is_none() {
+        compact_key_columns(fired.tg_relation)
+    } else {
+        None
+    };
     let shape = Rc::new(Shape {
         key_columns,
         selection,
+        compact_key,
     });
     SHAPES.with(|shapes| {
         shapes
@@ -312,11 +391,102 @@ fn column_names(tupdesc: pg_sys::TupleDesc) -> Vec<String> {
         .collect()
 }
 
+/// The key columns for [`Shape::compact_key`], or None where the row must be parsed: a
+/// column whose JSON the parse would print differently (json and jsonb keep their own text
+/// and spacing; a type from outside the core may have a cast to json that does too, and so
+/// may a composite's fields), or a key column whose output text is not its JSON value (a
+/// timestamp's JSON is ISO 8601, a boolean's is true/false).
+fn compact_key_columns(relation: pg_sys::Relation) -> Option<Vec<KeyColumn>> {
+    // SAFETY: the relation is open for the call; the attributes are read from its descriptor
+    // and the types looked up in the catalog.
+    unsafe {
+        let tupdesc = pgrx::PgTupleDesc::from_pg_unchecked((*relation).rd_att);
+        if !tupdesc
+            .iter()
+            .filter(|attribute| !attribute.is_dropped())
+            .all(|attribute| prints_back_the_same(attribute.atttypid))
+        {
+            return None;
+        }
+        primary_key_attnums(relation)
+            .into_iter()
+            .map(|attnum| {
+                let attribute = tupdesc.get(attnum as usize - 1)?;
+                let number = match pg_sys::getBaseType(attribute.atttypid) {
+                    base if base == INT2OID.value()
+                        || base == INT4OID.value()
+                        || base == INT8OID.value() =>
+                    {
+                        true
+                    }
+                    base if base == TEXTOID.value()
+                        || base == VARCHAROID.value()
+                        || base == BPCHAROID.value()
+                        || base == UUIDOID.value() =>
+                    {
+                        false
+                    }
+                    _ => return None,
+                };
+                let mut output_function = pg_sys::InvalidOid;
+                let mut is_varlena = false;
+                pg_sys::getTypeOutputInfo(
+                    attribute.atttypid,
+                    &mut output_function,
+                    &mut is_varlena,
+                );
+                Some(KeyColumn {
+                    attnum: i32::from(attnum),
+                    output_function,
+                    number,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether `row_to_json`'s JSON for a column of type `typid` is compact and printed back the
+/// same by a parse (core scalar types and arrays of them).
+fn prints_back_the_same(typid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups of a type by oid.
+    unsafe {
+        let base = pg_sys::getBaseType(typid);
+        if base == JSONOID.value()
+            || base == JSONBOID.value()
+            || u32::from(base) >= pg_sys::FirstNormalObjectId
+        {
+            return false;
+        }
+        let element = pg_sys::get_element_type(base);
+        if element != pg_sys::InvalidOid {
+            return prints_back_the_same(element);
+        }
+        pg_sys::get_typtype(base) != pg_sys::TYPTYPE_COMPOSITE as std::ffi::c_char
+    }
+}
+
 /// The columns of an open relation's primary key, in key order (empty: none).
 fn primary_key_columns(relation: pg_sys::Relation) -> Vec<String> {
+    // SAFETY: the relation is open (the caller's trigger relation); get_attname errors on a
+    // missing column.
+    unsafe {
+        let relid = (*relation).rd_id;
+        primary_key_attnums(relation)
+            .into_iter()
+            .map(|attnum| {
+                CStr::from_ptr(pg_sys::get_attname(relid, attnum, false))
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+}
+
+/// The attribute numbers of an open relation's primary key, in key order (empty: none).
+fn primary_key_attnums(relation: pg_sys::Relation) -> Vec<pg_sys::AttrNumber> {
     // SAFETY: the relation is open (the caller's trigger relation); RelationGetIndexList fills
     // rd_pkindex, which the relcache keeps until the relation changes; the index is opened
-    // and closed here with a share lock, and get_attname errors on a missing column.
+    // and closed here with a share lock.
     unsafe {
         pg_sys::list_free(pg_sys::RelationGetIndexList(relation));
         let pk = (*relation).rd_pkindex;
@@ -328,15 +498,7 @@ fn primary_key_columns(relation: pg_sys::Relation) -> Vec<String> {
         let key_count = (*form).indnkeyatts as usize;
         let attnums = (*form).indkey.values.as_slice(key_count).to_vec();
         pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let relid = (*relation).rd_id;
         attnums
-            .into_iter()
-            .map(|attnum| {
-                CStr::from_ptr(pg_sys::get_attname(relid, attnum, false))
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect()
     }
 }
 

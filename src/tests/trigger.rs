@@ -27,6 +27,55 @@ mod tests {
     }
 
     #[pg_test]
+    fn trigger_body_is_the_one_webhook_envelope_builds_from_row_to_json_for_every_core_type() {
+        // Rows without json columns are sent as row_to_json writes them, unparsed: the body
+        // must be the one the parse gives (webhook_envelope parses its data).
+        create_webhook("https://example.com/a", "{amplo.*}");
+        run(r#"
+            CREATE TABLE amplo (
+                id bigint, codigo varchar(10), letra char(3), ref uuid, n smallint, i int,
+                texto text, valor numeric, f8 float8, f4 real, ok boolean, dia date,
+                quando timestamptz, hora time, intervalo interval, bytes bytea, rede inet,
+                ponto point, faixa int4range, tags text[], grade int[][], datas date[],
+                PRIMARY KEY (codigo, id));
+            CREATE TRIGGER w AFTER INSERT OR DELETE ON amplo FOR EACH ROW EXECUTE FUNCTION webhook_trigger('amplo');
+            INSERT INTO amplo VALUES
+              (1, 'a"b\c', 'x', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', -3, 2147483647,
+               E'São \"Jo\\s\u0001\t\n/\u007f🎉', 123456789012345678901234567890.000100, 1e100, 'NaN', true,
+               '2024-02-29', '2024-01-01 10:00:00.123456+00', '23:59:59.5', '1 day 02:03:04',
+               E'\\x00ff', '192.168.0.1/24', '(1.5,-2)', '[1,5)', '{vip,"São Paulo",NULL}',
+               '{{1,2},{3,4}}', '{2024-01-01,infinity}'),
+              (2, 'b', NULL, NULL, NULL, NULL, NULL, 'Infinity', '-Infinity', '-0', false,
+               NULL, 'infinity', NULL, NULL, NULL, NULL, NULL, 'empty', '{}', NULL, NULL);
+            CREATE TABLE amplo_copia AS SELECT * FROM amplo;
+            DELETE FROM amplo WHERE id = 2;
+        "#);
+        assert_eq!(count("SELECT count(*) FROM webhook_delivery"), 3);
+        assert_eq!(
+            count(
+                r#"SELECT count(*) FROM webhook_delivery AS d
+                     JOIN amplo_copia AS c ON c.id = (d.body::jsonb->'data'->>'id')::bigint
+                    WHERE d.body = webhook_envelope(
+                            d.body::jsonb->>'id', d.body::jsonb->>'event',
+                            extract(epoch FROM (d.body::jsonb->>'timestamp')::timestamptz)::bigint,
+                            row_to_json(c)::text, NULL)"#
+            ),
+            3,
+            "{}",
+            text("SELECT string_agg(body, E'\\n' ORDER BY id) FROM webhook_delivery")
+        );
+        let deleted = text("SELECT body FROM webhook_delivery WHERE event = 'amplo.deleted'");
+        assert!(
+            deleted.contains(r#""valor":"Infinity","f8":"-Infinity","f4":-0,"ok":false"#),
+            "{deleted}"
+        );
+        assert_eq!(
+            text("SELECT string_agg(event_key, ' ' ORDER BY id) FROM webhook_delivery"),
+            r#"["a\"b\\c",1] ["b",2] ["b",2]"#
+        );
+    }
+
+    #[pg_test]
     fn trigger_update_sends_changed_columns_only_and_nothing_when_nothing_changed() {
         create_webhook("https://example.com/c", "{cliente.*}");
         cliente_table();

@@ -62,6 +62,29 @@ pub fn assemble(
     Ok(Value::Object(envelope).to_string())
 }
 
+/// [`assemble`] around data already written as compact JSON (Postgres' `row_to_json` of a
+/// row whose columns parse and print back to the same text): the same body, without parsing
+/// and printing the data again.
+pub fn assemble_compact(
+    event_id: &str,
+    event: &str,
+    emitted_at_unix_secs: i64,
+    compact_data_json: &str,
+) -> Result<String, InvalidField> {
+    let timestamp = rfc3339(emitted_at_unix_secs)?;
+    let mut body = String::with_capacity(96 + event.len() + compact_data_json.len());
+    body.push_str("{\"id\":");
+    body.push_str(&Value::from(event_id).to_string());
+    body.push_str(",\"event\":");
+    body.push_str(&Value::from(event).to_string());
+    body.push_str(",\"timestamp\":\"");
+    body.push_str(&timestamp);
+    body.push_str("\",\"data\":");
+    body.push_str(compact_data_json);
+    body.push('}');
+    Ok(body)
+}
+
 /// An UPDATE's changed columns, in the new row's column order:
 /// `{"<column>": {"anterior": <old>, "novo": <new>}}`, or None when nothing changed.
 /// Values are compared as the JSON Postgres wrote for them (numbers keep their text, so
@@ -118,6 +141,35 @@ mod tests {
             format!(
                 r#"{{"id":"{ID}","event":"cliente.criado","timestamp":"2024-01-01T10:00:00Z","data":{{"z":1,"a":2}}}}"#
             )
+        );
+    }
+
+    #[test]
+    fn compact_data_gives_the_same_body_as_parsed_data() {
+        let rows = [
+            r#"{"id":42,"nome":"São \"Jo\\s\u0001\"","email":null,"saldo":12.50,"big":123456789012345678901234567890,"f":1e+100,"nan":"NaN","ok":true,"tags":["a","b"],"grid":[[1,2],[3,4]],"criado_em":"2024-01-01T10:00:00.123456+00:00"}"#,
+            r#"{}"#,
+            r#"{"cidade":"São Paulo","emoji":"🎉","tab":"a\tb\n"}"#,
+        ];
+        for row in rows {
+            for event in ["cliente.created", "evento \"estranho\"\\"] {
+                let parsed = assemble(
+                    ID,
+                    event,
+                    JAN_1_2024_10H,
+                    serde_json::from_str(row).unwrap(),
+                    None,
+                )
+                .unwrap();
+                assert_eq!(
+                    assemble_compact(ID, event, JAN_1_2024_10H, row).unwrap(),
+                    parsed
+                );
+            }
+        }
+        assert_eq!(
+            assemble_compact(ID, "e", -1, "{}").unwrap_err().field,
+            "timestamp"
         );
     }
 
