@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite of webhook_ext, in one command:
 #
-#   bash bench/run.sh           # full run (about 10 min, plus the first build): writes docs/BENCHMARKS.md
+#   bash bench/run.sh           # full run (about 12 min, plus the first build): writes docs/BENCHMARKS.md
 #   bash bench/run.sh --quick   # every scenario with small sizes (~3 min once built):
 #                               # writes target/webhook-bench/BENCHMARKS.quick.md
 #
