@@ -641,6 +641,7 @@ impl Worker {
             // says nothing about the work: the same outcomes are recorded by the next round.
             Err(e) if e.transient => {
                 debug1!("webhook_ext worker: round retried: {}", e.message);
+                self.reload_controls_after_failure(reload_controls);
                 self.due_quiet_until = None;
                 self.to_park = released;
                 self.restore(taken);
@@ -655,6 +656,7 @@ impl Worker {
                 self.fail_batch(&format!(
                     "recording {finished} outcomes and taking deliveries: {e}"
                 ));
+                self.reload_controls_after_failure(reload_controls);
                 self.keys_to_hold = keys_to_hold;
                 self.park_after_failure(released, taken);
                 IDLE_INTERVAL
@@ -664,10 +666,21 @@ impl Worker {
                     "recording {finished} outcomes and taking deliveries: {}",
                     e.message
                 ));
+                self.reload_controls_after_failure(reload_controls);
                 self.keys_to_hold = keys_to_hold;
                 self.park_after_failure(released, taken);
                 IDLE_INTERVAL
             }
+        }
+    }
+
+    /// A failed round's transaction took its reloaded controls with it, and the commit's
+    /// flag that asked for them is spent: the next round reloads them. Otherwise a webhook
+    /// made ordered (or rate-limited) just before would be served as if it were not until the
+    /// next maintenance.
+    fn reload_controls_after_failure(&mut self, reloaded: bool) {
+        if reloaded {
+            self.controls_loaded = false;
         }
     }
 
