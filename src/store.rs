@@ -186,6 +186,8 @@ pub struct Found {
     pub deliverable: bool,
     /// The webhook is active (None: it no longer exists).
     pub webhook_active: Option<bool>,
+    /// The webhook is ordered, as read with the delivery (in the same snapshot).
+    pub webhook_ordered: bool,
     /// The due row it came from (its due time in µs), None if it came from the walk.
     pub due_us: Option<i64>,
     /// The entity it is about (ordered webhooks send one at a time per key).
@@ -359,11 +361,10 @@ pub struct Statements {
     delivery_failed: Prepared,
 }
 
-/// How the worker paces and orders one webhook (controls.sql).
+/// How the worker paces one rate-limited webhook (controls.sql).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Control {
-    pub ordered: bool,
-    pub max_per_second: Option<f64>,
+    pub max_per_second: f64,
 }
 
 impl Statements {
@@ -435,15 +436,14 @@ impl Statements {
         }
     }
 
-    /// The active webhooks that are ordered or rate-limited.
+    /// The active rate-limited webhooks.
     pub fn controls(&self, client: &SpiClient<'_>) -> spi::Result<HashMap<i64, Control>> {
         let mut controls = HashMap::new();
         for row in self.controls.run_readonly(client, &[])? {
             controls.insert(
                 row.get::<i64>(1)?.unwrap_or_default(),
                 Control {
-                    ordered: row.get::<bool>(2)?.unwrap_or_default(),
-                    max_per_second: row.get::<f64>(3)?,
+                    max_per_second: row.get::<f64>(2)?.unwrap_or_default(),
                 },
             );
         }
@@ -874,6 +874,8 @@ fn read_found(rows: SpiTupleTable<'_>) -> spi::Result<Vec<Found>> {
 
 /// The columns every reader of deliveries returns (walk.sql).
 fn read_one_found(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Found> {
+    // The webhook's state: 'active', 'ordered' (active too), 'inactive'; NULL once deleted.
+    let webhook_state = row.get::<String>(9)?;
     Ok(Found {
         delivery_id: row.get::<i64>(1)?.unwrap_or_default(),
         webhook_id: row.get::<i64>(2)?.unwrap_or_default(),
@@ -883,7 +885,8 @@ fn read_one_found(row: &spi::SpiHeapTupleData<'_>) -> spi::Result<Found> {
         attempts: row.get::<i32>(6)?.unwrap_or_default(),
         schedule_position: row.get::<i32>(7)?.unwrap_or_default(),
         deliverable: row.get::<bool>(8)?.unwrap_or_default(),
-        webhook_active: row.get::<bool>(9)?,
+        webhook_active: webhook_state.as_deref().map(|state| state != "inactive"),
+        webhook_ordered: webhook_state.as_deref() == Some("ordered"),
         due_us: row.get::<i64>(10)?,
         event_key: row.get::<String>(11)?,
     })

@@ -221,7 +221,7 @@ struct Worker {
     /// The last purge deleted a full batch: more finished deliveries are past retention.
     purge_behind: bool,
     version_warned: bool,
-    /// Active webhooks that are ordered or rate-limited (controls.sql), and whether they are
+    /// Active rate-limited webhooks (controls.sql), and whether they are
     /// loaded for the current installation.
     controls: HashMap<i64, Control>,
     controls_loaded: bool,
@@ -582,7 +582,7 @@ impl Worker {
                 };
                 let controls = reloaded.as_ref().unwrap_or(&self.controls);
                 let limits = token_rooms(controls, &self.buckets, now);
-                let mut claimed = plan.take(client, s, walk, controls, &limits)?;
+                let mut claimed = plan.take(client, s, walk, &limits)?;
                 claimed.recorded = true;
                 claimed.controls = reloaded;
                 Ok(ClaimRound::Claimed(claimed))
@@ -676,8 +676,7 @@ impl Worker {
 
     /// A failed round's transaction took its reloaded controls with it, and the commit's
     /// flag that asked for them is spent: the next round reloads them. Otherwise a webhook
-    /// made ordered (or rate-limited) just before would be served as if it were not until the
-    /// next maintenance.
+    /// rate-limited just before would be served as if it were not until the next maintenance.
     fn reload_controls_after_failure(&mut self, reloaded: bool) {
         if reloaded {
             self.controls_loaded = false;
@@ -849,15 +848,12 @@ impl Worker {
         self.buckets.retain(|id, bucket| {
             controls
                 .get(id)
-                .and_then(|c| c.max_per_second)
-                .is_some_and(|rate| rate == bucket.rate())
+                .is_some_and(|c| c.max_per_second == bucket.rate())
         });
         for (&id, control) in &controls {
-            if let Some(rate) = control.max_per_second {
-                self.buckets
-                    .entry(id)
-                    .or_insert_with(|| TokenBucket::new(rate, now));
-            }
+            self.buckets
+                .entry(id)
+                .or_insert_with(|| TokenBucket::new(control.max_per_second, now));
         }
         self.controls = controls;
         self.controls_loaded = true;
@@ -1076,7 +1072,6 @@ impl RoundPlan {
         client: &mut pgrx::spi::SpiClient<'_>,
         s: &Statements,
         mut walk: Walk,
-        controls: &HashMap<i64, Control>,
         limits: &HashMap<i64, usize>,
     ) -> pgrx::spi::Result<Claims> {
         if self.maintenance_due {
@@ -1114,7 +1109,6 @@ impl RoundPlan {
             parked: Vec::new(),
             cancelled: Vec::new(),
             orphans: Vec::new(),
-            controls,
             round_keys: HashSet::new(),
             waiting_keys: HashMap::new(),
             parked_keyed: Vec::new(),
@@ -1150,7 +1144,7 @@ impl RoundPlan {
                 }
                 // Ordered: made due because the one before it ended, unless another with its
                 // key is in flight or taken this round; then it waits again.
-                if let Some(key) = taking.ordered_key(&found) {
+                if let Some(key) = ordered_key(&found) {
                     let slot = (found.webhook_id, key);
                     if self.held_keys.contains(&slot) || taking.round_keys.contains(&slot) {
                         taking
@@ -1252,7 +1246,7 @@ impl RoundPlan {
             .filter_map(|found| {
                 // A webhook deleted since took its deliveries with it.
                 let webhook = webhooks.get(&found.webhook_id)?;
-                let ordered_key = ordered_key(controls, &found);
+                let ordered_key = ordered_key(&found);
                 let mut claimed = found.claim(webhook, "pending");
                 claimed.ordered_key = ordered_key;
                 // Only manual retries need it; not kept for every delivery in flight.
@@ -1285,10 +1279,13 @@ impl RoundPlan {
     }
 }
 
-/// The key that orders a delivery: its event_key, when its webhook is ordered.
-fn ordered_key(controls: &HashMap<i64, Control>, found: &store::Found) -> Option<String> {
-    let ordered = controls.get(&found.webhook_id).is_some_and(|c| c.ordered);
-    ordered.then(|| found.event_key.clone()).flatten()
+/// The key that orders a delivery: its event_key, when its webhook is ordered (as the
+/// statement that found it read the webhook: never older than the delivery).
+fn ordered_key(found: &store::Found) -> Option<String> {
+    found
+        .webhook_ordered
+        .then(|| found.event_key.clone())
+        .flatten()
 }
 
 /// How many deliveries each rate-limited webhook may take now.
@@ -1299,13 +1296,12 @@ fn token_rooms(
 ) -> HashMap<i64, usize> {
     controls
         .iter()
-        .filter_map(|(&id, control)| {
-            let rate = control.max_per_second?;
+        .map(|(&id, control)| {
             let available = buckets.get(&id).map_or_else(
-                || TokenBucket::new(rate, now).available(now),
+                || TokenBucket::new(control.max_per_second, now).available(now),
                 |bucket| bucket.available(now),
             );
-            Some((id, available))
+            (id, available)
         })
         .collect()
 }
@@ -1320,7 +1316,6 @@ struct Taking<'a> {
     parked: Vec<(i64, i64)>,
     cancelled: Vec<i64>,
     orphans: Vec<i64>,
-    controls: &'a HashMap<i64, Control>,
     /// Keys of ordered webhooks taken or parked this round: later ones wait behind them.
     round_keys: HashSet<(i64, String)>,
     /// Keys of ordered webhooks with a due row, and its lowest delivery (waiting_keys.sql).
@@ -1329,10 +1324,6 @@ struct Taking<'a> {
 }
 
 impl Taking<'_> {
-    fn ordered_key(&self, found: &store::Found) -> Option<String> {
-        ordered_key(self.controls, found)
-    }
-
     /// Which keys of the ordered webhooks among `rows` have deliveries waiting in the due
     /// table (one statement, only when an ordered webhook has deliveries here).
     fn look_up_waiting_keys(
@@ -1344,7 +1335,7 @@ impl Taking<'_> {
         let keys: Vec<(i64, String)> = rows
             .iter()
             .filter(|found| found.deliverable)
-            .filter_map(|found| Some((found.webhook_id, self.ordered_key(found)?)))
+            .filter_map(|found| Some((found.webhook_id, ordered_key(found)?)))
             .collect();
         if !keys.is_empty() {
             self.waiting_keys.extend(s.waiting_keys(client, &keys)?);
@@ -1395,7 +1386,7 @@ impl Taking<'_> {
             walking,
             self.plan.walk_may_wait,
         );
-        if let Some(key) = self.ordered_key(&found) {
+        if let Some(key) = ordered_key(&found) {
             // One at a time per key, in id (= commit) order: it waits behind a delivery with
             // its key that is in flight, taken or parked this round, or due (a retry).
             let slot = (found.webhook_id, key);

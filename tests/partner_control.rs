@@ -524,6 +524,109 @@ fn an_ordered_key_stays_held_across_a_worker_restart() {
     assert_eq!(order, [1, 9, 1, 2].map(Value::from).to_vec());
 }
 
+/// A webhook made ordered while the worker is in the middle of a round, with its first two
+/// deliveries (one key) committed before that round looks for new deliveries: the round must
+/// see the webhook as ordered, and send one of the two at a time. The round is held between
+/// its start and its walk by a lock on the delivery whose outcome it records.
+#[test]
+fn a_webhook_made_ordered_during_a_round_orders_the_deliveries_that_round_finds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A cluster of its own: the worker must be in the round this test holds, not another.
+    let cluster = Cluster::start("ordered_mid_round", "webhook.timeout = '30s'");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    // The first webhook's receiver answers once the test has locked the delivery's row.
+    let answer = Arc::new(AtomicBool::new(false));
+    let gate = answer.clone();
+    let first_receiver = Receiver::start(move |_, _| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gate.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::ok()
+    });
+    db.batch_execute(&format!(
+        "SELECT webhook_create('{}', events => ARRAY['inicio.*']);
+         SELECT webhook_emit('inicio.x', '{{}}')",
+        first_receiver.url()
+    ))
+    .unwrap();
+    first_receiver.wait_for(1, DEADLINE);
+    let mut holder = cluster.connect();
+    let mut lock = holder.transaction().unwrap();
+    lock.execute(
+        "SELECT 1 FROM webhook_delivery_store WHERE event = 'inicio.x' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    answer.store(true, Ordering::SeqCst);
+    let worker = worker_pid(&mut db).expect("a worker");
+    wait_until("the worker's round to wait for the lock", DEADLINE, || {
+        let waiting: Option<String> = db
+            .query_one(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                &[&worker],
+            )
+            .unwrap()
+            .get(0);
+        (waiting.as_deref() == Some("Lock")).then_some(())
+    });
+
+    // While that round waits: a new ordered webhook and two deliveries with one key.
+    let receiver = Receiver::always(Reply::status(500));
+    let webhook_id = query_i64(
+        &mut db,
+        &format!(
+            "SELECT id FROM webhook_create('{}', events => ARRAY['fatura.*'], ordered => true)",
+            receiver.url()
+        ),
+    );
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s,1h}' WHERE id = $1",
+        &[&webhook_id],
+    )
+    .unwrap();
+    for v in [1, 2] {
+        db.execute(
+            &format!("SELECT webhook_emit('fatura.paga', '{{\"v\": {v}}}', key => 'f1')"),
+            &[],
+        )
+        .unwrap();
+    }
+    lock.rollback().unwrap();
+
+    // The second is either sent (attempted) or held back behind the first (due at the end
+    // of time, until the first ends): wait for the worker to decide, then look.
+    let second = query_i64(
+        &mut db,
+        &format!("SELECT max(id) FROM webhook_delivery WHERE webhook_id = {webhook_id}"),
+    );
+    let held = wait_until("the worker to send or hold the second", DEADLINE, || {
+        let row = db
+            .query_one(
+                "SELECT d.attempts > 0,
+                        EXISTS (SELECT 1 FROM webhook_delivery_due AS due
+                                 WHERE due.delivery_id = d.id AND due.due_at = '9999-12-31 00:00:00+00')
+                   FROM webhook_delivery AS d WHERE d.id = $1",
+                &[&second],
+            )
+            .unwrap();
+        let (sent, held): (bool, bool) = (row.get(0), row.get(1));
+        (sent || held).then_some(held)
+    });
+    receiver.wait_for(1, DEADLINE);
+    let sent: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .map(|r| data(r)["v"].clone())
+        .collect();
+    assert!(
+        held,
+        "the second waits behind the first; the receiver got {sent:?}"
+    );
+    assert_eq!(sent, [Value::from(1)], "only the first was sent");
+}
+
 /// A manual retry that ends a delivery of an ordered webhook lets the next one with its key go.
 #[test]
 fn a_manual_retry_that_succeeds_releases_the_next_delivery_with_its_key() {

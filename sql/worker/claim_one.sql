@@ -3,7 +3,8 @@
 SELECT d.id, d.webhook_id, d.event_id::text, d.event, d.body,
        d.attempts, d.attempts - d.attempts_before_replay,
        true,
-       (SELECT w.active FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
+       (SELECT CASE WHEN NOT w.active THEN 'inactive' WHEN w.ordered THEN 'ordered' ELSE 'active' END
+          FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
        NULL::bigint,
        d.event_key,
        d.status

@@ -8,12 +8,12 @@
 -- statistics say (the worker plans without nested loops, which a join would need).
 WITH known(webhook_id, room) AS (SELECT * FROM unnest($2::bigint[], $3::int[])),
 room AS (
-    SELECT w.id AS webhook_id, coalesce(k.room, $4::int) AS room
+    SELECT w.id AS webhook_id, coalesce(k.room, $4::int) AS room, w.ordered
       FROM @extschema@.webhook AS w
       LEFT JOIN known AS k ON k.webhook_id = w.id
      WHERE w.active AND coalesce(k.room, $4::int) > 0),
 picked AS MATERIALIZED (
-    SELECT next.delivery_id, r.webhook_id, next.due_at
+    SELECT next.delivery_id, r.webhook_id, next.due_at, r.ordered
       FROM room AS r
      CROSS JOIN LATERAL (
            SELECT due.delivery_id, due.due_at FROM @extschema@.webhook_delivery_due AS due
@@ -25,7 +25,7 @@ SELECT p.delivery_id, p.webhook_id, d.event_id::text, d.event,
        CASE WHEN d.status = 'pending' THEN d.body END,
        d.attempts, d.attempts - d.attempts_before_replay,
        coalesce(d.status = 'pending', false),
-       true,
+       CASE WHEN p.ordered THEN 'ordered' ELSE 'active' END,
        (extract(epoch FROM p.due_at) * 1000000)::bigint,
        d.event_key
   FROM picked AS p

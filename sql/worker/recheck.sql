@@ -5,7 +5,8 @@ SELECT d.id, d.webhook_id, d.event_id::text, d.event,
        CASE WHEN d.status = 'pending' AND d.attempts = 0 THEN d.body END,
        d.attempts, d.attempts - d.attempts_before_replay,
        d.status = 'pending' AND d.attempts = 0,
-       (SELECT w.active FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
+       (SELECT CASE WHEN NOT w.active THEN 'inactive' WHEN w.ordered THEN 'ordered' ELSE 'active' END
+          FROM @extschema@.webhook AS w WHERE w.id = d.webhook_id),
        NULL::bigint,
        d.event_key
   FROM unnest($1::bigint[], $2::bigint[]) AS gap(from_id, to_id)

@@ -28,8 +28,9 @@ pub struct WakeSlot {
     /// manual retry that failed): its next round looks at the due rows even if it knows of
     /// none due.
     pub(super) due_changed: AtomicBool,
-    /// A commit changed a webhook's ordering or rate limit (or switched one on or off): the
-    /// worker reloads them before its next round takes anything.
+    /// A commit changed a webhook's rate limit or ordering (or switched one on or off): the
+    /// worker reloads the rate limits before its next round takes anything. (Ordering needs
+    /// no reload: the worker reads it with the deliveries.)
     pub(super) controls_changed: AtomicBool,
     /// The worker found the extension installed and delivers (counts for the concurrency share).
     pub(super) serving: AtomicBool,

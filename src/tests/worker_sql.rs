@@ -88,6 +88,55 @@ mod tests {
     }
 
     #[pg_test]
+    fn every_reader_of_deliveries_reads_whether_their_webhook_is_ordered_with_them() {
+        // The round decides what is ordered from these columns, not from what it loaded
+        // before: a webhook made ordered after that is still ordered for the rows it finds.
+        let ordered = create_webhook("https://example.com/ordered", "{ord.*}");
+        let plain = create_webhook("https://example.com/plain", "{ord.*}");
+        run(&format!("UPDATE webhook SET ordered = true WHERE id = {ordered}"));
+        run("SELECT webhook_emit('ord.x', '{}', key => 'k1')");
+        let state = |found: &[crate::store::Found]| -> Vec<(i64, Option<bool>, bool)> {
+            let mut state: Vec<_> = found
+                .iter()
+                .map(|f| (f.webhook_id, f.webhook_active, f.webhook_ordered))
+                .collect();
+            state.sort_unstable();
+            state
+        };
+        let expected = {
+            let mut expected = vec![(ordered, Some(true), true), (plain, Some(true), false)];
+            expected.sort_unstable();
+            expected
+        };
+        Spi::connect_mut(|client| {
+            let installation = crate::store::installation(client).unwrap().unwrap();
+            let statements = crate::store::Statements::new(installation);
+            let walked = statements.walk(client, 0, 10).unwrap();
+            assert_eq!(state(&walked), expected);
+            let first = walked.iter().map(|f| f.delivery_id).min().unwrap();
+            let last = walked.iter().map(|f| f.delivery_id).max().unwrap();
+            let rechecked = statements.recheck(client, &[(first, last)]).unwrap();
+            assert_eq!(state(&rechecked), expected);
+            let parked: Vec<(i64, i64)> =
+                walked.iter().map(|f| (f.delivery_id, f.webhook_id)).collect();
+            statements.park(client, &parked).unwrap();
+            let due = statements.due(client, 10, &[], 10).unwrap();
+            assert_eq!(state(&due), expected);
+        });
+        run(&format!("UPDATE webhook SET active = false WHERE id = {ordered}"));
+        Spi::connect_mut(|client| {
+            let installation = crate::store::installation(client).unwrap().unwrap();
+            let statements = crate::store::Statements::new(installation);
+            let walked = statements.walk(client, 0, 10).unwrap();
+            let inactive: Vec<_> = state(&walked)
+                .into_iter()
+                .filter(|(id, _, _)| *id == ordered)
+                .collect();
+            assert_eq!(inactive, [(ordered, Some(false), false)]);
+        });
+    }
+
+    #[pg_test]
     fn the_worker_plans_read_by_primary_key_whatever_the_statistics_say() {
         // Statistics of a table that looked nearly empty, or nearly all finished, must not
         // turn the worker's cached (generic) plans into scans of the whole table.
