@@ -225,6 +225,8 @@ struct Worker {
     /// loaded for the current installation.
     controls: HashMap<i64, Control>,
     controls_loaded: bool,
+    /// The last round was rolled back because a commit changed the controls during it.
+    redone_for_controls: bool,
     /// The rate-limited webhooks' token buckets.
     buckets: HashMap<i64, TokenBucket>,
     /// Keys of ordered webhooks with a delivery taken and not recorded: (webhook, key).
@@ -285,6 +287,7 @@ impl Worker {
             version_warned: false,
             controls: HashMap::new(),
             controls_loaded: false,
+            redone_for_controls: false,
             buckets: HashMap::new(),
             held_keys: HashSet::new(),
             keys_to_hold: Vec::new(),
@@ -475,8 +478,9 @@ impl Worker {
         let nothing_to_record = records.is_empty() && released.is_empty() && disable.is_empty();
         // Controls are reloaded after a commit changed them, at maintenance, and for a new
         // installation: never per delivery.
-        let reload_controls =
-            !self.controls_loaded || shared::wake::take_controls_changed() || maintenance_due;
+        // The flag is taken whenever they are reloaded: one left set would redo the round.
+        let controls_changed = shared::wake::take_controls_changed();
+        let reload_controls = !self.controls_loaded || controls_changed || maintenance_due;
         let gaps_open = self.walk.as_ref().is_some_and(Walk::has_gaps);
         if free == 0
             && !purge_due
@@ -508,6 +512,9 @@ impl Worker {
         let known = self.statements.as_ref().map(|s| s.installation.clone());
         let walk = self.walk.clone();
         let now = Instant::now();
+        // Not twice in a row: a stream of such commits must not stop the deliveries.
+        let may_redo_for_controls = !self.redone_for_controls;
+        let redo_for_controls = std::cell::Cell::new(false);
 
         let outcome = in_transaction(AssertUnwindSafe(|| {
             Spi::connect_mut(|client| -> pgrx::spi::Result<ClaimRound> {
@@ -583,12 +590,24 @@ impl Worker {
                 let controls = reloaded.as_ref().unwrap_or(&self.controls);
                 let limits = token_rooms(controls, &self.buckets, now);
                 let mut claimed = plan.take(client, s, walk, &limits)?;
+                // A commit changed rate limits after this round checked for changes, and the
+                // round may have found its deliveries: they could go out beyond the new
+                // limit. Nothing of the round is kept; the next one reloads the limits first.
+                if may_redo_for_controls && shared::wake::controls_changed_pending() {
+                    redo_for_controls.set(true);
+                    ereport!(
+                        ERROR,
+                        PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                        "webhook rate limits changed during the worker's round"
+                    );
+                }
                 claimed.recorded = true;
                 claimed.controls = reloaded;
                 Ok(ClaimRound::Claimed(claimed))
             })
         }));
 
+        self.redone_for_controls = redo_for_controls.get();
         match outcome {
             Ok(Ok(ClaimRound::NotInstalled)) => {
                 self.forget_schema();

@@ -524,53 +524,74 @@ fn an_ordered_key_stays_held_across_a_worker_restart() {
     assert_eq!(order, [1, 9, 1, 2].map(Value::from).to_vec());
 }
 
+/// A worker round held between its start (where it checks whether webhooks' ordering or rate
+/// limits changed) and its look for new deliveries: the round waits for a lock on the
+/// delivery whose outcome it records. The cluster must be the test's own (one worker).
+struct HeldRound {
+    holder: Client,
+    _receiver: Receiver,
+}
+
+impl HeldRound {
+    fn hold(cluster: &Cluster) -> HeldRound {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut db = cluster.connect();
+        // The receiver answers once the test has locked the delivery's row.
+        let answer = Arc::new(AtomicBool::new(false));
+        let gate = answer.clone();
+        let receiver = Receiver::start(move |_, _| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !gate.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Reply::ok()
+        });
+        db.batch_execute(&format!(
+            "SELECT webhook_create('{}', events => ARRAY['inicio.*']);
+             SELECT webhook_emit('inicio.x', '{{}}')",
+            receiver.url()
+        ))
+        .unwrap();
+        receiver.wait_for(1, DEADLINE);
+        let mut holder = cluster.connect();
+        holder
+            .batch_execute(
+                "BEGIN; SELECT 1 FROM webhook_delivery_store WHERE event = 'inicio.x' FOR UPDATE",
+            )
+            .unwrap();
+        answer.store(true, Ordering::SeqCst);
+        let worker = worker_pid(&mut db).expect("a worker");
+        wait_until("the worker's round to wait for the lock", DEADLINE, || {
+            let waiting: Option<String> = db
+                .query_one(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                    &[&worker],
+                )
+                .unwrap()
+                .get(0);
+            (waiting.as_deref() == Some("Lock")).then_some(())
+        });
+        HeldRound {
+            holder,
+            _receiver: receiver,
+        }
+    }
+
+    fn release(mut self) {
+        self.holder.batch_execute("ROLLBACK").unwrap();
+    }
+}
+
 /// A webhook made ordered while the worker is in the middle of a round, with its first two
 /// deliveries (one key) committed before that round looks for new deliveries: the round must
-/// see the webhook as ordered, and send one of the two at a time. The round is held between
-/// its start and its walk by a lock on the delivery whose outcome it records.
+/// see the webhook as ordered, and send one of the two at a time.
 #[test]
 fn a_webhook_made_ordered_during_a_round_orders_the_deliveries_that_round_finds() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     // A cluster of its own: the worker must be in the round this test holds, not another.
     let cluster = Cluster::start("ordered_mid_round", "webhook.timeout = '30s'");
     let mut db = cluster.connect();
     db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
-    // The first webhook's receiver answers once the test has locked the delivery's row.
-    let answer = Arc::new(AtomicBool::new(false));
-    let gate = answer.clone();
-    let first_receiver = Receiver::start(move |_, _| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !gate.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Reply::ok()
-    });
-    db.batch_execute(&format!(
-        "SELECT webhook_create('{}', events => ARRAY['inicio.*']);
-         SELECT webhook_emit('inicio.x', '{{}}')",
-        first_receiver.url()
-    ))
-    .unwrap();
-    first_receiver.wait_for(1, DEADLINE);
-    let mut holder = cluster.connect();
-    let mut lock = holder.transaction().unwrap();
-    lock.execute(
-        "SELECT 1 FROM webhook_delivery_store WHERE event = 'inicio.x' FOR UPDATE",
-        &[],
-    )
-    .unwrap();
-    answer.store(true, Ordering::SeqCst);
-    let worker = worker_pid(&mut db).expect("a worker");
-    wait_until("the worker's round to wait for the lock", DEADLINE, || {
-        let waiting: Option<String> = db
-            .query_one(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
-                &[&worker],
-            )
-            .unwrap()
-            .get(0);
-        (waiting.as_deref() == Some("Lock")).then_some(())
-    });
+    let round = HeldRound::hold(&cluster);
 
     // While that round waits: a new ordered webhook and two deliveries with one key.
     let receiver = Receiver::always(Reply::status(500));
@@ -593,7 +614,7 @@ fn a_webhook_made_ordered_during_a_round_orders_the_deliveries_that_round_finds(
         )
         .unwrap();
     }
-    lock.rollback().unwrap();
+    round.release();
 
     // The second is either sent (attempted) or held back behind the first (due at the end
     // of time, until the first ends): wait for the worker to decide, then look.
@@ -625,6 +646,37 @@ fn a_webhook_made_ordered_during_a_round_orders_the_deliveries_that_round_finds(
         "the second waits behind the first; the receiver got {sent:?}"
     );
     assert_eq!(sent, [Value::from(1)], "only the first was sent");
+}
+
+/// A webhook created with a rate limit while the worker is in the middle of a round, with
+/// deliveries committed before that round looks for new ones: they go at the limit, not all
+/// at once.
+#[test]
+fn a_rate_limit_set_during_a_round_holds_for_the_deliveries_that_round_finds() {
+    let cluster = Cluster::start("limited_mid_round", "webhook.timeout = '30s'");
+    let mut db = cluster.connect();
+    db.batch_execute("CREATE EXTENSION webhook_ext").unwrap();
+    let round = HeldRound::hold(&cluster);
+
+    // While that round waits: a webhook limited to one request a second, and three events.
+    let receiver = Receiver::always(Reply::ok());
+    db.batch_execute(&format!(
+        "SELECT webhook_create('{}', events => ARRAY['cobranca.*'], max_per_second => 1);
+         SELECT webhook_emit('cobranca.gerada', jsonb_build_object('n', n)) FROM generate_series(1, 3) AS n",
+        receiver.url()
+    ))
+    .unwrap();
+    round.release();
+
+    let requests = receiver.wait_for(2, DEADLINE);
+    let gap = requests[1]
+        .received_at
+        .duration_since(requests[0].received_at)
+        .unwrap_or_default();
+    assert!(
+        gap >= Duration::from_millis(500),
+        "one a second: the second came {gap:?} after the first"
+    );
 }
 
 /// A manual retry that ends a delivery of an ordered webhook lets the next one with its key go.

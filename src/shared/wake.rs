@@ -71,6 +71,15 @@ pub fn take_controls_changed() -> bool {
     })
 }
 
+/// Has a commit changed webhooks' controls since the worker last took the flag? (It stays set.)
+pub fn controls_changed_pending() -> bool {
+    my_slot().is_some_and(|slot| {
+        WAKEUPS.get().slots[slot]
+            .controls_changed
+            .load(Ordering::Acquire)
+    })
+}
+
 /// This transaction makes deliveries due (webhook_delivery_due): when it commits, the worker
 /// wakes and looks at the due rows.
 pub fn due_changed_on_commit() {

@@ -93,7 +93,9 @@ mod tests {
         // before: a webhook made ordered after that is still ordered for the rows it finds.
         let ordered = create_webhook("https://example.com/ordered", "{ord.*}");
         let plain = create_webhook("https://example.com/plain", "{ord.*}");
-        run(&format!("UPDATE webhook SET ordered = true WHERE id = {ordered}"));
+        run(&format!(
+            "UPDATE webhook SET ordered = true WHERE id = {ordered}"
+        ));
         run("SELECT webhook_emit('ord.x', '{}', key => 'k1')");
         let state = |found: &[crate::store::Found]| -> Vec<(i64, Option<bool>, bool)> {
             let mut state: Vec<_> = found
@@ -117,13 +119,17 @@ mod tests {
             let last = walked.iter().map(|f| f.delivery_id).max().unwrap();
             let rechecked = statements.recheck(client, &[(first, last)]).unwrap();
             assert_eq!(state(&rechecked), expected);
-            let parked: Vec<(i64, i64)> =
-                walked.iter().map(|f| (f.delivery_id, f.webhook_id)).collect();
+            let parked: Vec<(i64, i64)> = walked
+                .iter()
+                .map(|f| (f.delivery_id, f.webhook_id))
+                .collect();
             statements.park(client, &parked).unwrap();
             let due = statements.due(client, 10, &[], 10).unwrap();
             assert_eq!(state(&due), expected);
         });
-        run(&format!("UPDATE webhook SET active = false WHERE id = {ordered}"));
+        run(&format!(
+            "UPDATE webhook SET active = false WHERE id = {ordered}"
+        ));
         Spi::connect_mut(|client| {
             let installation = crate::store::installation(client).unwrap().unwrap();
             let statements = crate::store::Statements::new(installation);
