@@ -75,6 +75,22 @@ pub(super) fn work(shared: &Shared) {
                 result.outcome = Some(guarded(|| client.finish(sent)));
                 report(shared, result, &mut finished);
             }
+            if !waiting.is_empty() && !finished.is_empty() {
+                // The answered attempts free their place in the caps now, not when the last
+                // of this thread's attempts ends: one that hangs must not hold the others'
+                // places, which other threads may use meanwhile.
+                let mut dispatch = lock(&shared.dispatch);
+                let mut changed_lanes = false;
+                for (key, duration) in finished.drain(..) {
+                    changed_lanes |= dispatch.finished(key, duration);
+                }
+                if changed_lanes {
+                    shared.job_ready.notify_all();
+                } else if dispatch.waiting() > 0 {
+                    // The thread that takes a job wakes the next while jobs are left.
+                    shared.job_ready.notify_one();
+                }
+            }
         }
     }
 }

@@ -303,6 +303,41 @@ fn one_thread_keeps_several_attempts_to_a_fast_endpoint_in_flight() {
 }
 
 #[test]
+fn an_answered_attempt_frees_its_place_while_the_rest_of_its_threads_attempts_wait() {
+    // Two places in all. One thread takes two attempts of a fast endpoint: the first is
+    // answered at once, the second held until the end of the test. The place the first
+    // frees must let another thread start a third attempt meanwhile.
+    let release = Arc::new(AtomicBool::new(false));
+    let server = TestServer::http({
+        let release = Arc::clone(&release);
+        move |request, stream| {
+            let id = request
+                .header("x-delivery-id")
+                .unwrap_or_default()
+                .to_owned();
+            let deadline = Instant::now() + DEADLINE;
+            while id == "2" && !release.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = stream.write_all(&response("200 OK", &[], id.as_bytes()));
+        }
+    });
+    let pool = Pool::new(2, caps(2, 2), client("127.0.0.1/32")).unwrap();
+    pool.submit(job(0, server.url("/")));
+    assert!(outcome(&collect(&pool, 1)[0]).is_success());
+    wait_until(|| pool.pace(1).is_some());
+    pool.submit_all([job(1, server.url("/")), job(2, server.url("/"))]);
+    assert_eq!(collect(&pool, 1)[0].delivery_id, 1);
+    pool.submit(job(3, server.url("/")));
+    let third = collect(&pool, 1);
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        third[0].delivery_id, 3,
+        "the third attempt ran while the second was held"
+    );
+}
+
+#[test]
 fn a_slow_receiver_holds_up_only_its_thread() {
     let silent = TestServer::http(|_, stream| {
         let _ = stream.read(&mut [0]);
