@@ -347,6 +347,7 @@ pub struct Statements {
     disable: Prepared,
     health: Prepared,
     lock_webhooks: Prepared,
+    existing_webhooks: Prepared,
     forget_expired_secrets: Prepared,
     purge: Prepared,
     next_due: Prepared,
@@ -405,6 +406,7 @@ impl Statements {
             drop_stale_due: statement(&[INT8ARRAYOID, INT8ARRAYOID], worker_sql!("drop_stale_due")),
             disable: statement(&[INT8ARRAYOID, TEXTARRAYOID], worker_sql!("disable")),
             lock_webhooks: statement(&[INT8ARRAYOID], worker_sql!("lock_webhooks")),
+            existing_webhooks: statement(&[INT8ARRAYOID], worker_sql!("existing_webhooks")),
             health: statement(
                 &[
                     INT8ARRAYOID,
@@ -773,6 +775,21 @@ impl Statements {
         }
         self.lock_webhooks
             .run(client, &[webhooks.to_vec().into()])?
+            .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+            .collect()
+    }
+
+    /// Of these webhooks, those that still exist.
+    pub fn existing_webhooks(
+        &self,
+        client: &SpiClient<'_>,
+        webhooks: &[i64],
+    ) -> spi::Result<std::collections::HashSet<i64>> {
+        if webhooks.is_empty() {
+            return Ok(Default::default());
+        }
+        self.existing_webhooks
+            .run_readonly(client, &[webhooks.to_vec().into()])?
             .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
             .collect()
     }

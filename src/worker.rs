@@ -227,6 +227,9 @@ struct Worker {
     controls_loaded: bool,
     /// The last round was rolled back because a commit changed the controls during it.
     redone_for_controls: bool,
+    /// A commit deleted webhooks: the next round looks which of those it has deliveries for
+    /// are gone, and withdraws what it queued for them.
+    check_deleted_webhooks: bool,
     /// The rate-limited webhooks' token buckets.
     buckets: HashMap<i64, TokenBucket>,
     /// Keys of ordered webhooks with a delivery taken and not recorded: (webhook, key).
@@ -288,6 +291,7 @@ impl Worker {
             controls: HashMap::new(),
             controls_loaded: false,
             redone_for_controls: false,
+            check_deleted_webhooks: false,
             buckets: HashMap::new(),
             held_keys: HashSet::new(),
             keys_to_hold: Vec::new(),
@@ -481,12 +485,25 @@ impl Worker {
         // The flag is taken whenever they are reloaded: one left set would redo the round.
         let controls_changed = shared::wake::take_controls_changed();
         let reload_controls = !self.controls_loaded || controls_changed || maintenance_due;
+        if shared::wake::take_webhooks_deleted() {
+            self.check_deleted_webhooks = true;
+        }
+        // Every webhook the worker has a delivery queued or in flight for.
+        let webhooks_to_check: Vec<i64> = if self.check_deleted_webhooks {
+            let mut ids: Vec<i64> = self.in_flight.values().map(|c| c.webhook_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        } else {
+            Vec::new()
+        };
         let gaps_open = self.walk.as_ref().is_some_and(Walk::has_gaps);
         if free == 0
             && !purge_due
             && nothing_to_record
             && !gaps_open
             && !reload_controls
+            && webhooks_to_check.is_empty()
             && self.statements.is_some()
         {
             // Nothing to take: a finished attempt wakes us.
@@ -550,6 +567,7 @@ impl Worker {
                             frontier_saved: None,
                             controls: None,
                             queue_depth: None,
+                            deleted_webhooks: vec![],
                         }));
                     }
                 };
@@ -589,7 +607,14 @@ impl Worker {
                 };
                 let controls = reloaded.as_ref().unwrap_or(&self.controls);
                 let limits = token_rooms(controls, &self.buckets, now);
+                let existing = s.existing_webhooks(client, &webhooks_to_check)?;
+                let deleted_webhooks = webhooks_to_check
+                    .iter()
+                    .copied()
+                    .filter(|id| !existing.contains(id))
+                    .collect();
                 let mut claimed = plan.take(client, s, walk, &limits)?;
+                claimed.deleted_webhooks = deleted_webhooks;
                 // A commit changed rate limits after this round checked for changes, and the
                 // round may have found its deliveries: they could go out beyond the new
                 // limit. Nothing of the round is kept; the next one reloads the limits first.
@@ -759,6 +784,9 @@ impl Worker {
             self.forget_schema();
             self.statements = Some(statements);
         }
+        // The check is done (a new installation forgot what was queued, above).
+        self.check_deleted_webhooks = false;
+        self.withdraw_deleted(&claimed.deleted_webhooks);
         if claimed.recorded {
             shared::registry::report_progress(self.in_flight.len(), finished);
         }
@@ -857,6 +885,27 @@ impl Worker {
                 wait.max(Duration::from_millis(1))
             }
             _ => sleep,
+        }
+    }
+
+    /// Nothing more is sent for a deleted webhook: what the pool has not started for it is
+    /// taken back and forgotten (its rows went with it). Attempts already running finish, and
+    /// their outcomes find no row to record.
+    fn withdraw_deleted(&mut self, webhooks: &[i64]) {
+        for &webhook_id in webhooks {
+            for delivery_id in self.pool.withdraw(webhook_id) {
+                let Some(claimed) = self.in_flight.remove(&delivery_id) else {
+                    continue;
+                };
+                let endpoint = self.endpoints.entry(webhook_id).or_default();
+                endpoint.outstanding = endpoint.outstanding.saturating_sub(1);
+                if claimed.from_due {
+                    endpoint.outstanding_from_due = endpoint.outstanding_from_due.saturating_sub(1);
+                }
+                if let Some(key) = claimed.ordered_key {
+                    self.held_keys.remove(&(webhook_id, key));
+                }
+            }
         }
     }
 
@@ -1040,6 +1089,8 @@ struct Claims {
     controls: Option<HashMap<i64, Control>>,
     /// Counted at maintenance while webhook_cluster_status() asks for it.
     queue_depth: Option<i64>,
+    /// Webhooks deleted since the worker queued deliveries for them.
+    deleted_webhooks: Vec<i64>,
 }
 
 /// What a round maintains and takes, decided before its transaction.
@@ -1294,6 +1345,7 @@ impl RoundPlan {
             frontier_saved,
             controls: None,
             queue_depth,
+            deleted_webhooks: vec![],
         })
     }
 }

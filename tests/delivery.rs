@@ -1018,3 +1018,75 @@ fn deleting_a_webhook_whose_deliveries_fail_holds_up_neither_the_worker_nor_the_
         0
     );
 }
+
+/// Deleting a webhook takes back what the worker queued for it and has not sent: nothing more
+/// reaches its endpoint than the attempts already running.
+#[test]
+fn deleting_a_webhook_withdraws_the_deliveries_queued_for_it() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let (_cluster, mut db) = Cluster::start_installed(
+        "withdraw",
+        "webhook.concurrency = 4\nwebhook.timeout = '30s'",
+    );
+    // Answers at once until the test holds it; then each attempt waits until it lets go.
+    let hold = Arc::new(AtomicBool::new(false));
+    let held = hold.clone();
+    let receiver = Receiver::start(move |_, _| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(25);
+        while held.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::ok()
+    });
+    let webhook_id = query_i64(
+        &mut db,
+        &format!(
+            "SELECT id FROM webhook_create('{}', events => ARRAY['apagado.*'])",
+            receiver.url()
+        ),
+    );
+    let emit = |db: &mut Client, n: i32| {
+        db.execute(
+            "SELECT webhook_emit('apagado.x', jsonb_build_object('n', n)) FROM generate_series(1, $1) AS n",
+            &[&n],
+        )
+        .unwrap();
+    };
+    // Known to answer fast, the endpoint gets a queue deeper than what runs at once.
+    emit(&mut db, 20);
+    wait_until("the first twenty to succeed", DEADLINE, || {
+        (query_i64(
+            &mut db,
+            &format!(
+                "SELECT count(*) FROM webhook_delivery WHERE webhook_id = {webhook_id} AND status = 'succeeded'"
+            ),
+        ) == 20)
+            .then_some(())
+    });
+    hold.store(true, Ordering::SeqCst);
+    emit(&mut db, 200);
+    let worker_in_flight =
+        |db: &mut Client| -> i64 { query_i64(db, "SELECT in_flight FROM webhook_worker_status()") };
+    wait_until("the worker to queue more than runs", DEADLINE, || {
+        (receiver.count() > 20 && worker_in_flight(&mut db) > receiver.count() as i64 - 20)
+            .then_some(())
+    });
+
+    db.execute("SELECT webhook_delete($1)", &[&webhook_id])
+        .unwrap();
+    // What the worker holds shrinks to the attempts already running (received by now).
+    wait_until("the queued deliveries to be withdrawn", DEADLINE, || {
+        (worker_in_flight(&mut db) == receiver.count() as i64 - 20).then_some(())
+    });
+    let received = receiver.count();
+    hold.store(false, Ordering::SeqCst);
+    wait_until("the running attempts to finish", DEADLINE, || {
+        (worker_in_flight(&mut db) == 0).then_some(())
+    });
+    assert_eq!(
+        receiver.count(),
+        received,
+        "nothing more was sent for the deleted webhook"
+    );
+}

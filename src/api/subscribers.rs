@@ -421,5 +421,13 @@ fn webhook_subscribers_changed<'a>(
     // sent to every backend when this transaction commits, and applied here at the next
     // command.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid((*trigger.trigger_data().tg_relation).rd_id) };
+    // Deliveries the worker queued for a deleted webhook must not be sent: it withdraws them
+    // from its HTTP queue once this transaction commits.
+    if matches!(
+        trigger.op(),
+        Ok(PgTriggerOperation::Delete | PgTriggerOperation::Truncate)
+    ) {
+        crate::shared::wake::webhooks_deleted_on_commit();
+    }
     Ok(None)
 }

@@ -197,6 +197,7 @@ unsafe extern "C-unwind" fn unregister_worker(_code: i32, _arg: pg_sys::Datum) {
         slot.work_queued.store(false, Ordering::Release);
         slot.due_changed.store(false, Ordering::Release);
         slot.controls_changed.store(false, Ordering::Release);
+        slot.webhooks_deleted.store(false, Ordering::Release);
     }
     MY_SLOT.store(usize::MAX, Ordering::Relaxed);
 }
@@ -343,6 +344,7 @@ pub fn free_slots_except(keep: &[u32]) {
             slot.work_queued.store(false, Ordering::Release);
             slot.due_changed.store(false, Ordering::Release);
             slot.controls_changed.store(false, Ordering::Release);
+            slot.webhooks_deleted.store(false, Ordering::Release);
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct WakeSlot {
     /// worker reloads the rate limits before its next round takes anything. (Ordering needs
     /// no reload: the worker reads it with the deliveries.)
     pub(super) controls_changed: AtomicBool,
+    /// A commit deleted webhooks: the worker withdraws what it queued for them.
+    pub(super) webhooks_deleted: AtomicBool,
     /// The worker found the extension installed and delivers (counts for the concurrency share).
     pub(super) serving: AtomicBool,
     /// Until when webhook_cluster_status() wants this worker's queue depth: counting it reads
@@ -51,6 +53,8 @@ static DUE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
 static PROBE_ON_COMMIT: AtomicBool = AtomicBool::new(false);
 /// This transaction changed webhooks' controls: tell the worker when (and only if) it commits.
 static CONTROLS_ON_COMMIT: AtomicBool = AtomicBool::new(false);
+/// This transaction deleted webhooks: tell the worker when (and only if) it commits.
+static DELETED_ON_COMMIT: AtomicBool = AtomicBool::new(false);
 
 /// This transaction changes webhooks' ordering or rate limits: when it commits, the worker
 /// reloads them.
@@ -77,6 +81,25 @@ pub fn controls_changed_pending() -> bool {
         WAKEUPS.get().slots[slot]
             .controls_changed
             .load(Ordering::Acquire)
+    })
+}
+
+/// This transaction deletes webhooks: when it commits, the worker withdraws the deliveries it
+/// queued for them and has not started.
+pub fn webhooks_deleted_on_commit() {
+    if !shared_memory_ready() {
+        return;
+    }
+    DELETED_ON_COMMIT.store(true, Ordering::Relaxed);
+    wake_worker_on_commit();
+}
+
+/// Did a commit delete webhooks since the worker last asked?
+pub fn take_webhooks_deleted() -> bool {
+    my_slot().is_some_and(|slot| {
+        WAKEUPS.get().slots[slot]
+            .webhooks_deleted
+            .swap(false, Ordering::AcqRel)
     })
 }
 
@@ -148,7 +171,8 @@ unsafe extern "C-unwind" fn on_transaction_end(
             if WAKE_ON_COMMIT.swap(false, Ordering::Relaxed) {
                 let due = DUE_ON_COMMIT.swap(false, Ordering::Relaxed);
                 let controls = CONTROLS_ON_COMMIT.swap(false, Ordering::Relaxed);
-                if due || controls {
+                let deleted = DELETED_ON_COMMIT.swap(false, Ordering::Relaxed);
+                if due || controls || deleted {
                     if let Some(slot) = slot_of(my_database()) {
                         let slot = &WAKEUPS.get().slots[slot];
                         if due {
@@ -156,6 +180,9 @@ unsafe extern "C-unwind" fn on_transaction_end(
                         }
                         if controls {
                             slot.controls_changed.store(true, Ordering::Release);
+                        }
+                        if deleted {
+                            slot.webhooks_deleted.store(true, Ordering::Release);
                         }
                     }
                 }
@@ -170,6 +197,7 @@ unsafe extern "C-unwind" fn on_transaction_end(
             WAKE_ON_COMMIT.store(false, Ordering::Relaxed);
             DUE_ON_COMMIT.store(false, Ordering::Relaxed);
             CONTROLS_ON_COMMIT.store(false, Ordering::Relaxed);
+            DELETED_ON_COMMIT.store(false, Ordering::Relaxed);
             PROBE_ON_COMMIT.store(false, Ordering::Relaxed);
         }
         _ => {}

@@ -222,6 +222,20 @@ impl<T> FairQueue<T> {
         }
     }
 
+    /// Takes every waiting item of `key` out of the queue (its running ones stay counted
+    /// until they finish).
+    pub fn withdraw(&mut self, key: i64) -> Vec<T> {
+        let Some(queue) = self.waiting.remove(&key) else {
+            return Vec::new();
+        };
+        let turn = &mut self.turns[self.lane(key) as usize];
+        if let Some(at) = turn.iter().position(|&k| k == key) {
+            turn.remove(at);
+        }
+        self.waiting_len -= queue.len();
+        queue.into()
+    }
+
     /// Waiting plus running items per key.
     pub fn outstanding(&self) -> Vec<(i64, usize)> {
         let mut counts: HashMap<i64, usize> = self.running.clone();
@@ -248,6 +262,27 @@ impl<T> FairQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn withdrawing_a_key_takes_its_waiting_items_and_leaves_the_others_their_turns() {
+        let mut queue = FairQueue::default();
+        for item in ["a1", "a2", "a3"] {
+            queue.push(1, item);
+        }
+        for item in ["b1", "b2"] {
+            queue.push(2, item);
+        }
+        let caps = LaneCaps::uniform(8, 8);
+        assert_eq!(queue.start_next(&caps), Some((1, "a1")));
+        assert_eq!(queue.withdraw(1), vec!["a2", "a3"]);
+        assert_eq!(queue.withdraw(1), Vec::<&str>::new());
+        assert_eq!((queue.waiting_len(), queue.running_len()), (2, 1));
+        // Key 1 has no turn left; its running item still counts until it finishes.
+        assert_eq!(start_all(&mut queue, 8, 8), ["b1", "b2"]);
+        queue.finished(1);
+        assert_eq!(queue.running_len(), 2);
+        assert_eq!(queue.outstanding().iter().find(|(k, _)| *k == 1), None);
+    }
 
     fn start_all(
         queue: &mut FairQueue<&'static str>,

@@ -146,6 +146,11 @@ impl Dispatch {
         self.queue.set_lanes(lanes.collect());
     }
 
+    /// The jobs of `key` not started yet, out of the queue.
+    pub(super) fn withdraw(&mut self, key: i64) -> Vec<Job> {
+        self.queue.withdraw(key)
+    }
+
     pub(super) fn forget_keys(&mut self) {
         self.pace.clear();
         self.queue.set_lanes(HashMap::new());

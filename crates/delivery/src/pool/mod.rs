@@ -123,6 +123,15 @@ impl Pool {
         self.submit_all(std::iter::once(job));
     }
 
+    /// Takes the jobs of `key` that no thread has started out of the queue (its webhook is
+    /// gone: nothing more may be sent to it) and returns their delivery ids. Those running
+    /// finish as usual.
+    pub fn withdraw(&self, key: i64) -> Vec<i64> {
+        let withdrawn = lock(&self.shared.dispatch).withdraw(key);
+        self.in_flight.fetch_sub(withdrawn.len(), Ordering::SeqCst);
+        withdrawn.into_iter().map(|job| job.delivery_id).collect()
+    }
+
     /// Queues jobs under one lock.
     pub fn submit_all(&self, jobs: impl IntoIterator<Item = Job>) {
         let mut dispatch = lock(&self.shared.dispatch);
