@@ -16,6 +16,11 @@ use crate::http::{Client, Outcome, OutcomeKind, Request, Sent};
 /// serves several attempts (bench/ANALYSIS.md §14).
 pub(super) const IN_FLIGHT_PER_THREAD: usize = 8;
 
+/// How long a thread keeps the places of its answered attempts while it waits for the rest:
+/// longer than a fast endpoint's answers take, so that a batch that comes back together
+/// leaves them to this thread's next jobs (waking no other thread).
+const GIVE_BACK_PLACES_AFTER: Duration = Duration::from_millis(10);
+
 /// What each HTTP thread runs, until the pool is dropped.
 pub(super) fn work(shared: &Shared) {
     let mut finished: Vec<(i64, Option<Duration>)> = Vec::new();
@@ -70,15 +75,17 @@ pub(super) fn work(shared: &Shared) {
             }
         }
         while !waiting.is_empty() {
-            for at in answered(&waiting) {
+            // Answered attempts give their places in the caps back when this thread takes
+            // its next jobs, unless the rest keep it waiting: then at once, so that one
+            // held answer does not hold the others' places too (other threads use them).
+            let give_back_after = (!finished.is_empty()).then_some(GIVE_BACK_PLACES_AFTER);
+            let ready = answered(&waiting, give_back_after);
+            for &at in &ready {
                 let (mut result, sent) = waiting.swap_remove(at);
                 result.outcome = Some(guarded(|| client.finish(sent)));
                 report(shared, result, &mut finished);
             }
-            if !waiting.is_empty() && !finished.is_empty() {
-                // The answered attempts free their place in the caps now, not when the last
-                // of this thread's attempts ends: one that hangs must not hold the others'
-                // places, which other threads may use meanwhile.
+            if ready.is_empty() && !finished.is_empty() {
                 let mut dispatch = lock(&shared.dispatch);
                 let mut changed_lanes = false;
                 for (key, duration) in finished.drain(..) {
@@ -106,8 +113,9 @@ fn report(shared: &Shared, result: JobResult, finished: &mut Vec<(i64, Option<Du
 }
 
 /// Waits until some of the attempts can be read on (an answer came in or the peer closed),
-/// or the first of them times out; returns their positions, highest first.
-fn answered(waiting: &[(JobResult, Sent)]) -> Vec<usize> {
+/// the first of them times out, or `at_most` passes; returns their positions, highest first
+/// (none when `at_most` passed first).
+fn answered(waiting: &[(JobResult, Sent)], at_most: Option<Duration>) -> Vec<usize> {
     let mut sockets: Vec<libc::pollfd> = waiting
         .iter()
         .map(|(_, sent)| libc::pollfd {
@@ -122,6 +130,8 @@ fn answered(waiting: &[(JobResult, Sent)]) -> Vec<usize> {
         .map(|(_, sent)| sent.deadline())
         .min()
         .unwrap_or(now);
+    let first_deadline =
+        at_most.map_or(first_deadline, |at_most| first_deadline.min(now + at_most));
     // Rounded up, so that the wait does not end just before the deadline.
     let timeout_ms = first_deadline
         .saturating_duration_since(now)
