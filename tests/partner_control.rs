@@ -524,6 +524,31 @@ fn an_ordered_key_stays_held_across_a_worker_restart() {
     assert_eq!(order, [1, 9, 1, 2].map(Value::from).to_vec());
 }
 
+/// An ordered webhook on `<event>.*` → `receiver` whose retry comes an hour after a failed
+/// first attempt, and two deliveries with one key (`{"v": 1}`, then `{"v": 2}`).
+fn ordered_webhook_with_two_deliveries(db: &mut Client, receiver: &Receiver, event: &str) -> i64 {
+    let webhook_id = query_i64(
+        db,
+        &format!(
+            "SELECT id FROM webhook_create('{}', events => ARRAY['{event}.*'], ordered => true)",
+            receiver.url()
+        ),
+    );
+    db.execute(
+        "UPDATE webhook SET retry_schedule = '{0s,1h}' WHERE id = $1",
+        &[&webhook_id],
+    )
+    .unwrap();
+    for v in [1, 2] {
+        db.execute(
+            &format!("SELECT webhook_emit('{event}.paga', '{{\"v\": {v}}}', key => 'f1')"),
+            &[],
+        )
+        .unwrap();
+    }
+    webhook_id
+}
+
 /// A worker round held between its start (where it checks whether webhooks' ordering or rate
 /// limits changed) and its look for new deliveries: the round waits for a lock on the
 /// delivery whose outcome it records. The cluster must be the test's own (one worker).
@@ -595,25 +620,7 @@ fn a_webhook_made_ordered_during_a_round_orders_the_deliveries_that_round_finds(
 
     // While that round waits: a new ordered webhook and two deliveries with one key.
     let receiver = Receiver::always(Reply::status(500));
-    let webhook_id = query_i64(
-        &mut db,
-        &format!(
-            "SELECT id FROM webhook_create('{}', events => ARRAY['fatura.*'], ordered => true)",
-            receiver.url()
-        ),
-    );
-    db.execute(
-        "UPDATE webhook SET retry_schedule = '{0s,1h}' WHERE id = $1",
-        &[&webhook_id],
-    )
-    .unwrap();
-    for v in [1, 2] {
-        db.execute(
-            &format!("SELECT webhook_emit('fatura.paga', '{{\"v\": {v}}}', key => 'f1')"),
-            &[],
-        )
-        .unwrap();
-    }
+    let webhook_id = ordered_webhook_with_two_deliveries(&mut db, &receiver, "fatura");
     round.release();
 
     // The second is either sent (attempted) or held back behind the first (due at the end
@@ -685,26 +692,8 @@ fn a_manual_retry_that_succeeds_releases_the_next_delivery_with_its_key() {
     let mut db = connect_shared();
     let event = unique("fatura");
     let (receiver, healthy) = recovering_receiver(500);
-    let webhook_id = query_i64(
-        &mut db,
-        &format!(
-            "SELECT id FROM webhook_create('{}', events => ARRAY['{event}.*'], ordered => true)",
-            receiver.url()
-        ),
-    );
     // The automatic retry would come in an hour: only the manual one can end it.
-    db.execute(
-        "UPDATE webhook SET retry_schedule = '{0s,1h}' WHERE id = $1",
-        &[&webhook_id],
-    )
-    .unwrap();
-    for v in [1, 2] {
-        db.execute(
-            &format!("SELECT webhook_emit('{event}.paga', '{{\"v\": {v}}}', key => 'f1')"),
-            &[],
-        )
-        .unwrap();
-    }
+    let webhook_id = ordered_webhook_with_two_deliveries(&mut db, &receiver, &event);
     let first = query_i64(
         &mut db,
         &format!("SELECT min(id) FROM webhook_delivery WHERE webhook_id = {webhook_id}"),

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{lock, Job, JobResult, Outgoing, Shared};
+use super::{lock, Dispatch, Job, JobResult, Outgoing, Shared};
 use crate::clock;
 use crate::http::{Client, Outcome, OutcomeKind, Request, Sent};
 
@@ -29,15 +29,7 @@ pub(super) fn work(shared: &Shared) {
             let mut dispatch = lock(&shared.dispatch);
             // The finished attempts' pace counts before this thread takes its next jobs: a
             // key that just turned slow gets no more than its slow cap from here on.
-            let mut changed_lanes = false;
-            for (key, duration) in finished.drain(..) {
-                changed_lanes |= dispatch.finished(key, duration);
-            }
-            if changed_lanes {
-                // A new key found fast takes its running jobs out of the slow-and-new
-                // budget: room for more than the jobs this thread takes next.
-                shared.job_ready.notify_all();
-            }
+            give_back(shared, &mut dispatch, &mut finished);
             loop {
                 if dispatch.is_closed() {
                     return;
@@ -87,19 +79,31 @@ pub(super) fn work(shared: &Shared) {
             }
             if ready.is_empty() && !finished.is_empty() {
                 let mut dispatch = lock(&shared.dispatch);
-                let mut changed_lanes = false;
-                for (key, duration) in finished.drain(..) {
-                    changed_lanes |= dispatch.finished(key, duration);
-                }
-                if changed_lanes {
-                    shared.job_ready.notify_all();
-                } else if dispatch.waiting() > 0 {
+                if !give_back(shared, &mut dispatch, &mut finished) && dispatch.waiting() > 0 {
                     // The thread that takes a job wakes the next while jobs are left.
                     shared.job_ready.notify_one();
                 }
             }
         }
     }
+}
+
+/// Gives the finished attempts' places in the caps back and counts their pace. A key that
+/// changed lanes wakes every thread: a new key found fast takes its running jobs out of the
+/// slow-and-new budget, room for more than one job. Returns whether one did.
+fn give_back(
+    shared: &Shared,
+    dispatch: &mut Dispatch,
+    finished: &mut Vec<(i64, Option<Duration>)>,
+) -> bool {
+    let mut changed_lanes = false;
+    for (key, duration) in finished.drain(..) {
+        changed_lanes |= dispatch.finished(key, duration);
+    }
+    if changed_lanes {
+        shared.job_ready.notify_all();
+    }
+    changed_lanes
 }
 
 /// Hands a result to the main thread and wakes it.
