@@ -56,6 +56,11 @@ static CONTROLS_ON_COMMIT: AtomicBool = AtomicBool::new(false);
 /// This transaction deleted webhooks: tell the worker when (and only if) it commits.
 static DELETED_ON_COMMIT: AtomicBool = AtomicBool::new(false);
 
+/// The calling worker's wake-up flags (None outside a registered delivery worker).
+fn my_wake_slot() -> Option<&'static WakeSlot> {
+    my_slot().map(|slot| &WAKEUPS.get().slots[slot])
+}
+
 /// This transaction changes webhooks' ordering or rate limits: when it commits, the worker
 /// reloads them.
 pub fn controls_changed_on_commit() {
@@ -68,20 +73,12 @@ pub fn controls_changed_on_commit() {
 
 /// Did a commit change webhooks' controls since the worker last asked?
 pub fn take_controls_changed() -> bool {
-    my_slot().is_some_and(|slot| {
-        WAKEUPS.get().slots[slot]
-            .controls_changed
-            .swap(false, Ordering::AcqRel)
-    })
+    my_wake_slot().is_some_and(|slot| slot.controls_changed.swap(false, Ordering::AcqRel))
 }
 
 /// Has a commit changed webhooks' controls since the worker last took the flag? (It stays set.)
 pub fn controls_changed_pending() -> bool {
-    my_slot().is_some_and(|slot| {
-        WAKEUPS.get().slots[slot]
-            .controls_changed
-            .load(Ordering::Acquire)
-    })
+    my_wake_slot().is_some_and(|slot| slot.controls_changed.load(Ordering::Acquire))
 }
 
 /// This transaction deletes webhooks: when it commits, the worker withdraws the deliveries it
@@ -96,11 +93,7 @@ pub fn webhooks_deleted_on_commit() {
 
 /// Did a commit delete webhooks since the worker last asked?
 pub fn take_webhooks_deleted() -> bool {
-    my_slot().is_some_and(|slot| {
-        WAKEUPS.get().slots[slot]
-            .webhooks_deleted
-            .swap(false, Ordering::AcqRel)
-    })
+    my_wake_slot().is_some_and(|slot| slot.webhooks_deleted.swap(false, Ordering::AcqRel))
 }
 
 /// This transaction makes deliveries due (webhook_delivery_due): when it commits, the worker
@@ -115,11 +108,7 @@ pub fn due_changed_on_commit() {
 
 /// The worker is about to look at the due rows: were any made due since it last asked?
 pub fn take_due_changed() -> bool {
-    my_slot().is_some_and(|slot| {
-        WAKEUPS.get().slots[slot]
-            .due_changed
-            .swap(false, Ordering::AcqRel)
-    })
+    my_wake_slot().is_some_and(|slot| slot.due_changed.swap(false, Ordering::AcqRel))
 }
 
 /// Arm the commit callback. Cheap enough to call once per queued event.
@@ -230,19 +219,11 @@ pub(super) fn set_latch(latch: usize) {
 
 /// The worker is about to look for work: commits from now on wake it again.
 pub fn take_queued_work() -> bool {
-    my_slot().is_some_and(|slot| {
-        WAKEUPS.get().slots[slot]
-            .work_queued
-            .swap(false, Ordering::AcqRel)
-    })
+    my_wake_slot().is_some_and(|slot| slot.work_queued.swap(false, Ordering::AcqRel))
 }
 
 /// A commit queued work since the worker last took it. Its latch may not say so: a lock wait
 /// inside a round consumes the latch, and commits that find this flag set do not set it again.
 pub fn work_queued() -> bool {
-    my_slot().is_some_and(|slot| {
-        WAKEUPS.get().slots[slot]
-            .work_queued
-            .load(Ordering::Acquire)
-    })
+    my_wake_slot().is_some_and(|slot| slot.work_queued.load(Ordering::Acquire))
 }
