@@ -52,6 +52,14 @@ trap 'rm -rf "$LOGS"' EXIT
 
 bash scripts/setup.sh || exit 1
 
+# A run builds every major (and a release build for the package); incremental caches would
+# add 2 GB that a run of every test seldom reuses.
+export CARGO_INCREMENTAL=0
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "test.sh: warning: $((free_kb / 1024)) MB free here; a run of every major needs about 5 GB" >&2
+fi
+
 # stage <log name> <title> <command...>: runs it, keeps its output in $LOGS/<log name> for the
 # tally, and records the stage as failed when the command fails.
 failed_stages=()
