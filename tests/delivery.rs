@@ -1023,11 +1023,41 @@ fn deleting_a_webhook_whose_deliveries_fail_holds_up_neither_the_worker_nor_the_
 /// reaches its endpoint than the attempts already running.
 #[test]
 fn deleting_a_webhook_withdraws_the_deliveries_queued_for_it() {
+    deleting_withdraws_what_the_worker_queued("withdraw", |_, db, webhook_id| {
+        db.execute("SELECT webhook_delete($1)", &[&webhook_id])
+            .unwrap();
+    });
+}
+
+/// The same when the deletion is a prepared transaction, committed by COMMIT PREPARED in
+/// another session (which did not itself delete anything).
+#[test]
+fn a_webhook_deleted_by_a_prepared_transaction_has_its_queued_deliveries_withdrawn() {
+    deleting_withdraws_what_the_worker_queued("withdraw2pc", |cluster, _, webhook_id| {
+        let mut preparer = cluster.connect();
+        preparer
+            .batch_execute(&format!(
+                "BEGIN; SELECT webhook_delete({webhook_id}); PREPARE TRANSACTION 'apaga'"
+            ))
+            .unwrap();
+        cluster
+            .connect()
+            .batch_execute("COMMIT PREPARED 'apaga'")
+            .unwrap();
+    });
+}
+
+/// Fills the worker's queue for a held endpoint, deletes the webhook with `delete`, and checks
+/// that only the attempts already running reach the endpoint.
+fn deleting_withdraws_what_the_worker_queued(
+    name: &str,
+    delete: impl FnOnce(&Cluster, &mut Client, i64),
+) {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
-    let (_cluster, mut db) = Cluster::start_installed(
-        "withdraw",
-        "webhook.concurrency = 4\nwebhook.timeout = '30s'",
+    let (cluster, mut db) = Cluster::start_installed(
+        name,
+        "webhook.concurrency = 4\nwebhook.timeout = '30s'\nmax_prepared_transactions = 2",
     );
     // Answers at once until the test holds it; then each attempt waits until it lets go.
     let hold = Arc::new(AtomicBool::new(false));
@@ -1073,8 +1103,7 @@ fn deleting_a_webhook_withdraws_the_deliveries_queued_for_it() {
             .then_some(())
     });
 
-    db.execute("SELECT webhook_delete($1)", &[&webhook_id])
-        .unwrap();
+    delete(&cluster, &mut db, webhook_id);
     // What the worker holds shrinks to the attempts already running (received by now).
     wait_until("the queued deliveries to be withdrawn", DEADLINE, || {
         (worker_in_flight(&mut db) == receiver.count() as i64 - 20).then_some(())

@@ -127,13 +127,17 @@ pub(super) fn request_worker_on_commit() {
     register_callback();
 }
 
-/// COMMIT PREPARED succeeded: the prepared transaction's rows are visible now (it may have
-/// made deliveries due, too); wake this database's worker (called by the ProcessUtility hook).
+/// COMMIT PREPARED succeeded: the prepared transaction's rows are visible now; wake this
+/// database's worker (called by the ProcessUtility hook). What the transaction did was
+/// forgotten at PREPARE, so the worker is told all it could have done: made deliveries due,
+/// changed webhooks' controls, deleted webhooks. Each costs the worker one cheap statement,
+/// and COMMIT PREPARED is rare.
 pub(super) fn wake_after_commit_prepared() {
     if let Some(slot) = slot_of(my_database()) {
-        WAKEUPS.get().slots[slot]
-            .due_changed
-            .store(true, Ordering::Release);
+        let slot = &WAKEUPS.get().slots[slot];
+        slot.due_changed.store(true, Ordering::Release);
+        slot.controls_changed.store(true, Ordering::Release);
+        slot.webhooks_deleted.store(true, Ordering::Release);
     }
     set_worker_latch();
 }
