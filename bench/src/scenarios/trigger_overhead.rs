@@ -16,7 +16,12 @@ impl Bench {
              drained, `cliente` truncated and a CHECKPOINT taken. Diagnostic rows: the trigger \
              with no matching subscriber (the trigger function alone), and trigger + subscriber \
              in a second database the worker does not serve (queueing without concurrent \
-             delivery; three alternations too). WAL rows: bytes written and flushes made per transaction over the first run \
+             delivery; three alternations too). Ceiling rows, in the same alternations of the \
+             second database: the plain INSERT and the trigger with nothing delivered, each \
+             while a bare HTTP client (the load client of scenarios 1 and 2, two keep-alive \
+             connections, no database work) POSTs delivery bodies to the same receiver at 70 % \
+             of the first plain rate, the rate the worker would deliver at the target: what \
+             the HTTP exchange alone leaves the application on these 2 cores. WAL rows: bytes written and flushes made per transaction over the first run \
              of each kind (pg_stat_wal; track_wal_io_timing = on for this scenario). Secondary \
              rows: fsync = off (reloaded for those runs only)."
         );
@@ -101,7 +106,9 @@ impl Bench {
         db.batch_execute("DROP DATABASE IF EXISTS bench_idle")
             .map_err(pg)?;
         db.batch_execute("CREATE DATABASE bench_idle").map_err(pg)?;
-        let (idle_plain_runs, idle_trig_runs) = {
+        // What the worker would deliver at the target: 70 % of the plain rate measured above.
+        let target_rate = 0.70 * median(&plain);
+        let (idle_plain_runs, idle_trig_runs, http_plain_runs, http_trig_runs) = {
             let mut idle = self.cluster.connect("bench_idle")?;
             idle.batch_execute("CREATE EXTENSION webhook_ext")
                 .map_err(pg)?;
@@ -109,6 +116,8 @@ impl Bench {
             self.create_webhook(&mut idle, &self.recv.url("/idle"), "{cliente.*}")?;
             // Alternating as above, three of each: this row moves the most between runs.
             let (mut plain, mut trig) = (Vec::new(), Vec::new());
+            let (mut http_plain, mut http_trig) = (Vec::new(), Vec::new());
+            let mut requests: Vec<Vec<u8>> = Vec::new();
             for round in 0..3 {
                 idle.batch_execute(
                     "DROP TRIGGER IF EXISTS cliente_webhook ON cliente; \
@@ -130,13 +139,41 @@ impl Bench {
                 if round == 0 {
                     wal.push(("with trigger + 1 subscriber, nothing delivered", flushes));
                 }
+                if requests.is_empty() {
+                    let port = self.recv.port;
+                    requests = self
+                        .sample_bodies(&mut idle, "cliente.created")?
+                        .iter()
+                        .take(100)
+                        .enumerate()
+                        .map(|(i, body)| load::request_bytes(port, "/bare", body, i as u64))
+                        .collect();
+                }
+                idle.batch_execute("TRUNCATE cliente, webhook_delivery_store; CHECKPOINT")
+                    .map_err(pg)?;
+                let tps = self.with_http_traffic(&requests, target_rate, secs, || {
+                    self.pgbench_on(&script, secs, "bench_idle")
+                })?;
+                http_trig.push(tps);
+                idle.batch_execute(
+                    "DROP TRIGGER cliente_webhook ON cliente; \
+                     TRUNCATE cliente, webhook_delivery_store; CHECKPOINT",
+                )
+                .map_err(pg)?;
+                let tps = self.with_http_traffic(&requests, target_rate, secs, || {
+                    self.pgbench_on(&script, secs, "bench_idle")
+                })?;
+                http_plain.push(tps);
                 log(format!(
-                    "S3: second database: without trigger {:.0} tps, with {:.0} tps",
+                    "S3: second database: without trigger {:.0} tps, with {:.0} tps; \
+                     with HTTP traffic alone: without {:.0} tps, with {:.0} tps",
                     plain.last().unwrap(),
-                    trig.last().unwrap()
+                    trig.last().unwrap(),
+                    http_plain.last().unwrap(),
+                    http_trig.last().unwrap()
                 ));
             }
-            (plain, trig)
+            (plain, trig, http_plain, http_trig)
         };
         db.batch_execute("DROP DATABASE bench_idle").map_err(pg)?;
 
@@ -166,6 +203,23 @@ impl Bench {
             )
             .target("≥ 80 %", idle_trig >= 0.80 * idle_plain),
         );
+        let rate = thousands(target_rate);
+        sec.rows.push(Row::compared(
+            format!(
+                "ceiling: INSERT/s without trigger while a bare HTTP client sends {rate} requests/s to the receiver (second database)"
+            ),
+            thousands(median(&http_plain_runs)),
+            format!("{} without trigger (same database)", thousands(idle_plain)),
+            pct(median(&http_plain_runs), idle_plain),
+        ));
+        sec.rows.push(Row::compared(
+            format!(
+                "ceiling: INSERT/s with trigger + 1 subscriber, nothing delivered, while a bare HTTP client sends {rate} requests/s (second database)"
+            ),
+            thousands(median(&http_trig_runs)),
+            format!("{} without trigger (same database)", thousands(idle_plain)),
+            pct(median(&http_trig_runs), idle_plain),
+        ));
         sec.rows.push(Row::info(
             "individual runs (tps): without / with",
             format!("{} / {}", runs(&plain), runs(&trig)),
@@ -173,6 +227,10 @@ impl Bench {
         sec.rows.push(Row::info(
             "individual runs, second database (tps): without / with",
             format!("{} / {}", runs(&idle_plain_runs), runs(&idle_trig_runs)),
+        ));
+        sec.rows.push(Row::info(
+            "individual runs with the bare HTTP traffic (tps): without / with",
+            format!("{} / {}", runs(&http_plain_runs), runs(&http_trig_runs)),
         ));
         sec.rows.push(Row::info(
             "deliveries made for the trigger runs (all succeeded)",
@@ -203,6 +261,49 @@ impl Bench {
         self.wait_no_pending(&mut db, Duration::from_secs(300))?;
         db.batch_execute("TRUNCATE cliente").map_err(pg)?;
         self.reset_queue()
+    }
+}
+
+impl Bench {
+    /// Runs `run` while two keep-alive connections POST `requests` to the receiver at `rate`
+    /// requests/s in all, for a second longer than a pgbench run of `secs` (so that the
+    /// traffic covers it). Every request must get a 2xx.
+    fn with_http_traffic<T>(
+        &self,
+        requests: &[Vec<u8>],
+        rate: f64,
+        secs: u64,
+        run: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        const CONNECTIONS: usize = 2;
+        let port = self.recv.port;
+        let senders: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                let requests = requests.to_vec();
+                std::thread::spawn(move || {
+                    load::paced(
+                        port,
+                        &requests,
+                        rate / CONNECTIONS as f64,
+                        Duration::from_secs(secs + 1),
+                    )
+                })
+            })
+            .collect();
+        let result = run();
+        for sender in senders {
+            let sent = sender
+                .join()
+                .map_err(|_| "bare HTTP client: thread panicked".to_string())?
+                .map_err(|e| format!("bare HTTP client: {e}"))?;
+            if sent.errors > 0 {
+                return Err(format!(
+                    "bare HTTP client: {} of {} requests failed",
+                    sent.errors, sent.requests
+                ));
+            }
+        }
+        result
     }
 }
 
