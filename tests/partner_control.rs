@@ -686,6 +686,52 @@ fn a_rate_limit_set_during_a_round_holds_for_the_deliveries_that_round_finds() {
     );
 }
 
+/// A rate limit given by a prepared transaction holds from its COMMIT PREPARED (in another
+/// session), for a webhook the worker already delivers to without one.
+#[test]
+fn a_rate_limit_set_by_a_prepared_transaction_holds_once_it_is_committed() {
+    let (cluster, mut db) =
+        Cluster::start_installed("limited_2pc", "max_prepared_transactions = 2");
+    let receiver = Receiver::always(Reply::ok());
+    let webhook_id = query_i64(
+        &mut db,
+        &format!(
+            "SELECT id FROM webhook_create('{}', events => ARRAY['boleto.*'])",
+            receiver.url()
+        ),
+    );
+    // The worker knows the webhook, unlimited.
+    db.batch_execute("SELECT webhook_emit('boleto.primeiro', '{}')")
+        .unwrap();
+    wait_all_succeeded(&mut db, webhook_id, 1);
+
+    let mut preparer = cluster.connect();
+    preparer
+        .batch_execute(&format!(
+            "BEGIN; SELECT webhook_update({webhook_id}, max_per_second => 1); \
+             PREPARE TRANSACTION 'limita'"
+        ))
+        .unwrap();
+    cluster
+        .connect()
+        .batch_execute("COMMIT PREPARED 'limita'")
+        .unwrap();
+    db.batch_execute(
+        "SELECT webhook_emit('boleto.gerado', jsonb_build_object('n', n)) FROM generate_series(1, 3) AS n",
+    )
+    .unwrap();
+
+    let requests = receiver.wait_for(3, DEADLINE);
+    let gap = requests[2]
+        .received_at
+        .duration_since(requests[1].received_at)
+        .unwrap_or_default();
+    assert!(
+        gap >= Duration::from_millis(500),
+        "one a second: the second of the three came {gap:?} after the first"
+    );
+}
+
 /// A manual retry that ends a delivery of an ordered webhook lets the next one with its key go.
 #[test]
 fn a_manual_retry_that_succeeds_releases_the_next_delivery_with_its_key() {

@@ -68,8 +68,9 @@ pub(super) fn work(shared: &Shared) {
         }
         while !waiting.is_empty() {
             // Answered attempts give their places in the caps back when this thread takes
-            // its next jobs, unless the rest keep it waiting: then at once, so that one
-            // held answer does not hold the others' places too (other threads use them).
+            // its next jobs, unless the rest keep it waiting longer than
+            // GIVE_BACK_PLACES_AFTER: then, so that one held answer does not hold the
+            // others' places too (other threads use them).
             let give_back_after = (!finished.is_empty()).then_some(GIVE_BACK_PLACES_AFTER);
             let ready = answered(&waiting, give_back_after);
             for &at in &ready {
